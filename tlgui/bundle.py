@@ -1,0 +1,228 @@
+"""The model bundle `model.zip`: safetensors weights, `tlgui.json`, a model card; and loading it back.
+
+Loading never unpickles anything: weights come from safetensors, settings from JSON.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+import os
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save as save_safetensors
+
+from .backbones import restore_backbone
+from .config import RunConfig
+from .errors import TlguiError
+from .images import BadImage, open_rgb, square_tensor_bytes
+from .model import Classifier
+
+FORMAT_VERSION = 1
+
+
+def transfer_kind(config: RunConfig) -> str:
+    """Which kind of knowledge transfer a run used, in words for the model card."""
+    if config.init:
+        return "parameters: started from an earlier tlgui model"
+    if any(b.endswith(".zip") for b in config.backbones):
+        return "parameters: own unsupervised pretrained encoder"
+    if not config.pretrained:
+        return "structure only: same architecture, randomly initialised (no pretraining)"
+    mode = {"all": "feature extraction (backbone frozen)", "none": "full fine-tuning"}.get(
+        config.freeze, f"partial fine-tuning (first {config.freeze} stages frozen)")
+    return f"parameters: pretrained weights, {mode}"
+
+
+def save_bundle(path: Path, model: Classifier, config: RunConfig, dataset, metrics: dict, history: list[dict]) -> Path:
+    """Write `path` atomically: built under a temporary name, then renamed."""
+    path = Path(path)
+    backbones = [b.describe() for b in model.backbones]
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "task": model.task,
+        "classes": list(dataset.classes),
+        "backbones": backbones,
+        "fusion": config.fusion,
+        "fusion_dim": config.fusion_dim,
+        "freeze": config.freeze,
+        "preprocessing": _preprocessing(model),
+        "transfer": transfer_kind(config),
+        "config": config.to_dict(),
+        "metrics": {k: v for k, v in metrics.items() if k != "confusion"},
+        "dataset": {k: v for k, v in dataset.report().items() if k != "skipped_files"},
+        "epochs_run": len(history),
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+    tmp = path.with_name(f".{path.name}.tmp")
+    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("model.safetensors", save_safetensors(state))
+        z.writestr("tlgui.json", json.dumps(meta, indent=1))
+        z.writestr("README.md", model_card(meta, metrics))
+        for i, b in enumerate(model.backbones):
+            for name, data in b.bundle_files().items():
+                z.writestr(f"backbones/{i}/{name}", data)
+    os.replace(tmp, path)
+    return path
+
+
+def _preprocessing(model: Classifier) -> dict:
+    if model.task == "image":
+        return {"image_size": max(b.input_size for b in model.backbones), "resize": "squash to a square, bilinear",
+                "scale": "0-1", "backbones": [{"name": b.name, "input_size": b.input_size,
+                                               "mean": b.mean.flatten().tolist(), "std": b.std.flatten().tolist()}
+                                              for b in model.backbones]}
+    return {"text": "each backbone's own tokenizer, stored in the bundle", "backbones": [b.describe() for b in model.backbones]}
+
+
+def model_card(meta: dict, metrics: dict) -> str:
+    cfg = meta["config"]
+    lines = [
+        f"# tlgui {meta['task']} classifier",
+        "",
+        f"Classes ({len(meta['classes'])}): {', '.join(meta['classes'])}",
+        "",
+        "## Training",
+        f"- Backbones: {', '.join(b['name'] for b in meta['backbones'])}"
+        + (f" fused by `{meta['fusion']}`" if len(meta["backbones"]) > 1 else ""),
+        f"- Transfer: {meta['transfer']}",
+        f"- Freeze: `{cfg['freeze']}`, epochs run: {meta['epochs_run']} of {cfg['epochs']}, batch size {cfg['batch_size']}, "
+        f"learning rate {cfg['lr']}, optimizer {cfg['optimizer']}, seed {cfg['seed']}",
+        f"- Data: {meta['dataset']['name']}, {meta['dataset']['used']} examples used, {meta['dataset']['skipped']} skipped",
+    ]
+    for c in meta["dataset"]["classes"]:
+        lines.append(f"  - {c['name']}: {c['count']}")
+    if metrics.get("per_class"):
+        lines += ["", "## Validation metrics", "",
+                  f"Accuracy {metrics['accuracy']:.4f}, macro F1 {metrics['macro_f1']:.4f} on {metrics['count']} examples.", "",
+                  "| class | precision | recall | F1 | support |", "|---|---|---|---|---|"]
+        lines += [f"| {r['class']} | {r['precision']:.3f} | {r['recall']:.3f} | {r['f1']:.3f} | {r['support']} |"
+                  for r in metrics["per_class"]]
+    if metrics.get("fusion_weights"):
+        lines += ["", "Learned fusion weights: " + ", ".join(f"{k} {v:.2f}" for k, v in metrics["fusion_weights"].items())]
+    lines += ["", "## How to use", "", "```bash", "python -m tlgui predict model.zip picture.jpg" if meta["task"] == "image"
+              else 'python -m tlgui predict model.zip --text "some text"', "```", "", "```python",
+              "from tlgui.bundle import load_bundle", "", "model = load_bundle('model.zip')",
+              "print(model.predict(['picture.jpg' if True else 'text'], top_k=3))".replace(
+                  "'picture.jpg' if True else 'text'", "'picture.jpg'" if meta["task"] == "image" else "'some text'"),
+              "```", ""]
+    return "\n".join(lines)
+
+
+@dataclass
+class LoadedModel:
+    """A bundle loaded for prediction, with no training data and no network."""
+
+    model: Classifier
+    meta: dict
+
+    @property
+    def classes(self) -> list[str]:
+        return self.meta["classes"]
+
+    @property
+    def task(self) -> str:
+        return self.meta["task"]
+
+    def _image_tensor(self, item) -> torch.Tensor:
+        size = self.meta["preprocessing"]["image_size"]
+        if isinstance(item, (str, Path)):
+            try:
+                data = Path(item).read_bytes()
+            except OSError:
+                raise TlguiError(f"cannot read image {item}: check the path") from None
+            try:
+                img = open_rgb(data, draft=size)
+            except BadImage as e:
+                raise TlguiError(f"{Path(item).name}: {e}") from None
+        elif isinstance(item, np.ndarray):
+            from PIL import Image
+
+            img = Image.fromarray(item).convert("RGB")
+        else:
+            img = open_rgb(b"") if item is None else item.convert("RGB")
+        return torch.from_numpy(square_tensor_bytes(img, size)).permute(2, 0, 1)
+
+    @torch.inference_mode()
+    def probabilities(self, inputs: list) -> np.ndarray:
+        self.model.eval()
+        out = []
+        for start in range(0, len(inputs), 64):
+            chunk = inputs[start : start + 64]
+            if self.task == "image":
+                x = torch.stack([self._image_tensor(i) for i in chunk]).float().div_(255.0)
+            else:
+                x = [str(t) for t in chunk]
+            out.append(self.model(x).float().softmax(1).numpy())
+        return np.concatenate(out) if out else np.zeros((0, len(self.classes)))
+
+    def predict(self, inputs: list, top_k: int = 3) -> list[dict]:
+        probs = self.probabilities(inputs)
+        results = []
+        for item, p in zip(inputs, probs):
+            order = np.argsort(-p)[: max(1, top_k)]
+            results.append({"input": str(item) if isinstance(item, (str, Path)) else None,
+                            "label": self.classes[order[0]], "score": float(p[order[0]]),
+                            "top_k": [[self.classes[j], float(p[j])] for j in order]})
+        return results
+
+
+def _bundle_path(path: str | Path) -> Path:
+    path = Path(path)
+    if path.is_dir():
+        path = path / "model.zip"
+    if not path.exists():
+        raise TlguiError(f"model not found: {path} (give a model.zip or the folder of a run)")
+    return path
+
+
+def read_bundle(path: str | Path) -> tuple[dict, dict[str, torch.Tensor], zipfile.ZipFile]:
+    path = _bundle_path(path)
+    try:
+        z = zipfile.ZipFile(path)
+        meta = json.loads(z.read("tlgui.json"))
+        state = load_safetensors(z.read("model.safetensors"))
+    except (zipfile.BadZipFile, KeyError, json.JSONDecodeError, UnicodeDecodeError, OSError):
+        raise TlguiError(f"{path.name} is not a tlgui model bundle (model.zip with tlgui.json and model.safetensors)") from None
+    except Exception as e:  # safetensors raises its own errors for a damaged or foreign file
+        raise TlguiError(f"{path.name}: the weights are not a valid safetensors file ({type(e).__name__})") from None
+    if not isinstance(meta, dict) or meta.get("format_version") != FORMAT_VERSION or "classes" not in meta:
+        raise TlguiError(f"{path.name} is not a tlgui model bundle of a version this tlgui reads")
+    return meta, state, z
+
+
+def load_bundle(path: str | Path) -> LoadedModel:
+    meta, state, z = read_bundle(path)
+    with z:
+        backbones = [restore_backbone(entry, lambda name, i=i: z.read(f"backbones/{i}/{name}"))
+                     for i, entry in enumerate(meta["backbones"])]
+    model = Classifier(backbones, meta["fusion"], len(meta["classes"]), meta.get("fusion_dim", 256))
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError:
+        raise TlguiError("the bundle's weights do not match its description: the file is damaged; export it again") from None
+    model.eval()
+    return LoadedModel(model, meta)
+
+
+def init_from_bundle(model: Classifier, path: str | Path, classes: list[str]) -> dict:
+    """Start `model` from an earlier bundle: every tensor whose name and shape match, and the head
+    only where the classes are the same, in the same order. Returns what was taken."""
+    meta, state, z = read_bundle(path)
+    z.close()
+    own = model.state_dict()
+    same_classes = list(meta["classes"]) == list(classes)
+    taken = {k: v for k, v in state.items()
+             if k in own and own[k].shape == v.shape and (same_classes or not k.startswith("head."))}
+    if not any(k.startswith("backbones.") for k in taken):
+        raise TlguiError(f"{Path(path).name} was trained with other backbones than {', '.join(b.name for b in model.backbones)}: "
+                         "choose the same backbones to start from it")
+    model.load_state_dict(taken, strict=False)
+    return {"tensors": len(taken), "head": same_classes}

@@ -1,0 +1,166 @@
+"""`python -m tlgui`: the engine from the command line. Heavy imports wait until a command runs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from .errors import TlguiError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, exit 2, as for every other bad input
+        print(f"error: {message} (see `python -m tlgui {self.prog.split()[-1]} --help`)", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def _columns(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--image-column", help="column of image paths in a CSV (detected when omitted)")
+    p.add_argument("--text-column", help="column of texts in a CSV (detected when omitted)")
+    p.add_argument("--label-column", help="column of labels in a CSV (detected when omitted)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="tlgui", description="Transfer learning for image and text classifiers.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("backbones", help="list the backbones")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("inspect", help="read a dataset and report what was found")
+    p.add_argument("data")
+    p.add_argument("--json", action="store_true")
+    _columns(p)
+
+    p = sub.add_parser("train", help="train a classifier")
+    p.add_argument("data")
+    p.add_argument("--out", required=True, help="run folder for config.json, metrics.jsonl and model.zip")
+    p.add_argument("--config", help="a run's config.json to repeat; flags given beside it win")
+    p.add_argument("--backbone", action="append", dest="backbones", help="repeat to fuse several")
+    p.add_argument("--fusion", choices=["concat", "mean", "weighted", "product", "conv"])
+    p.add_argument("--freeze", help="all, none, or a number of leading stages")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--optimizer", choices=["adamw", "sgd"])
+    p.add_argument("--weight-decay", type=float)
+    p.add_argument("--label-smoothing", type=float)
+    p.add_argument("--patience", type=int, help="early-stopping patience in epochs (0: off)")
+    p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None)
+    p.add_argument("--image-size", type=int)
+    p.add_argument("--val-split", type=float)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"])
+    p.add_argument("--no-pretrained", dest="pretrained", action="store_false", default=None,
+                   help="same architectures, random initialisation")
+    p.add_argument("--init", help="an earlier model.zip to start from")
+    _columns(p)
+
+    p = sub.add_parser("predict", help="classify images or texts with a model.zip")
+    p.add_argument("model")
+    p.add_argument("inputs", nargs="+")
+    p.add_argument("--top-k", type=int, default=3)
+    p.add_argument("--text", action="store_true", help="the inputs are texts, not image files")
+
+    p = sub.add_parser("evaluate", help="score a model.zip on a labelled dataset")
+    p.add_argument("model")
+    p.add_argument("data")
+    p.add_argument("--json", action="store_true")
+    _columns(p)
+    return parser
+
+
+def _read(args):
+    from .datasets import read_dataset
+
+    return read_dataset(args.data, image_column=args.image_column, text_column=args.text_column,
+                        label_column=args.label_column)
+
+
+def cmd_backbones(args) -> None:
+    from .backbones import registry
+
+    infos = list(registry().values())
+    if args.json:
+        print(json.dumps([i.to_json() for i in infos], indent=1))
+        return
+    print(f"{'name':<22} {'task':<5} {'params':>8} {'size':>5} {'stages':>6} {'offline':>7}")
+    for i in infos:
+        print(f"{i.name:<22} {i.task:<5} {i.params / 1e6:>7.1f}M {i.input_size:>5} {i.stages:>6} {'yes' if i.offline else 'no':>7}")
+
+
+def cmd_inspect(args) -> None:
+    ds = _read(args)
+    print(json.dumps(ds.report(), indent=1) if args.json else ds.summary())
+
+
+TRAIN_FLAGS = ("backbones", "fusion", "freeze", "epochs", "batch_size", "lr", "optimizer", "weight_decay",
+               "label_smoothing", "patience", "augment", "image_size", "val_split", "seed", "device", "pretrained", "init")
+
+
+def cmd_train(args) -> None:
+    from .backbones import get_info
+    from .config import RunConfig
+    from .events import print_progress
+    from .train import train
+
+    base = RunConfig.load(args.config).to_dict() if args.config else {}
+    base.update({k: getattr(args, k) for k in TRAIN_FLAGS if getattr(args, k) is not None})
+    config = RunConfig.from_dict(base)
+    for name in config.backbones:  # fail fast, before a long dataset read
+        get_info(name)
+    ds = _read(args)
+    print(ds.summary(), flush=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stop.set())  # Ctrl-C: stop at the next batch, keep the best model
+    result = train(config, ds, args.out, [print_progress], stop)
+    if result.bundle is None:
+        raise TlguiError("stopped before the first epoch ended: no model was written")
+    if result.metrics.get("per_class"):
+        print(f"validation accuracy {result.metrics['accuracy']:.4f}, macro F1 {result.metrics['macro_f1']:.4f}")
+    print(f"done: {result.bundle}")
+
+
+def cmd_predict(args) -> None:
+    from .bundle import load_bundle
+
+    model = load_bundle(args.model)
+    if model.task == "text" and not args.text:
+        raise TlguiError("this is a text model: pass texts with --text")
+    if model.task == "image" and args.text:
+        raise TlguiError("this is an image model: pass image files, without --text")
+    for row in model.predict(args.inputs, top_k=args.top_k):
+        row["input"] = row["input"] or ""
+        print(json.dumps(row, ensure_ascii=False))
+
+
+def cmd_evaluate(args) -> None:
+    from .bundle import load_bundle
+    from .evaluate import evaluate
+    from .metrics import format_metrics
+
+    model = load_bundle(args.model)
+    m = evaluate(model, _read(args))
+    for w in m.get("warnings", []):
+        print(f"warning: {w}", file=sys.stderr)
+    print(json.dumps(m, indent=1) if args.json else format_metrics(m))
+
+
+COMMANDS = {"backbones": cmd_backbones, "inspect": cmd_inspect, "train": cmd_train, "predict": cmd_predict,
+            "evaluate": cmd_evaluate}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        COMMANDS[args.command](args)
+    except TlguiError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0

@@ -1,0 +1,306 @@
+"""Reading labelled datasets in every format of the contract, and reporting what was read."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import re
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+
+from .errors import TlguiError
+from .images import IMAGE_EXTS, BadImage, open_rgb
+from .sources import DirSource, Source, ZipSource, is_hidden, open_source
+
+TABLE_EXTS = {".csv", ".tsv"}
+IMAGE_COLUMNS = ("image", "path", "file", "filename", "filepath", "image_path", "img")
+TEXT_COLUMNS = ("text", "sentence", "review", "document", "message", "content")
+LABEL_COLUMNS = ("label", "class", "target", "category", "sentiment")
+SPLIT_FOLDERS = {"train": "train", "training": "train", "val": "val", "valid": "val",
+                 "validation": "val", "test": "test"}
+FEW_EXAMPLES = 5
+IMBALANCE = 10
+
+
+@dataclass
+class Dataset:
+    """Inputs (image names inside `source`, or texts) with integer labels and a split each."""
+
+    task: str  # "image" or "text"
+    name: str
+    classes: list[str]
+    inputs: list[str]
+    labels: np.ndarray
+    splits: list[str]  # "train", "val", "test", or "" until `assign_splits`
+    digests: list[str]  # a content hash per input: the key of cached features
+    source: Source | None = None
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.inputs)
+
+    @property
+    def fingerprint(self) -> str:
+        h = hashlib.blake2b(digest_size=12)
+        for d, y, s in zip(self.digests, self.labels.tolist(), self.splits):
+            h.update(f"{d}:{self.classes[y]}:{s};".encode())
+        return h.hexdigest()
+
+    def load_image(self, i: int, draft: int | None = None):
+        return open_rgb(self.source.read(self.inputs[i]), draft=draft)
+
+    def indices(self, split: str) -> np.ndarray:
+        return np.array([i for i, s in enumerate(self.splits) if s == split], dtype=np.int64)
+
+    def assign_splits(self, val_split: float, seed: int) -> None:
+        """Give every sample without a split folder a stratified, seeded train/val split.
+
+        A dataset that brings its own `val/` folder keeps it; one with `test/` only still gets a
+        validation share carved from its training part.
+        """
+        if "val" in self.splits and "" not in self.splits:
+            return
+        rng = np.random.default_rng(seed)
+        pool = [i for i, s in enumerate(self.splits) if s in ("", "train")]
+        for c in range(len(self.classes)):
+            idx = np.array([i for i in pool if self.labels[i] == c])
+            rng.shuffle(idx)
+            n_val = int(round(len(idx) * val_split)) if len(idx) >= 2 else 0
+            n_val = min(max(n_val, 1 if val_split > 0 and len(idx) >= 2 else 0), len(idx) - 1) if len(idx) else 0
+            for k, i in enumerate(idx):
+                self.splits[i] = "val" if k < n_val else "train"
+
+    def report(self) -> dict:
+        counts = {c: Counter() for c in self.classes}
+        for y, s in zip(self.labels.tolist(), self.splits):
+            counts[self.classes[y]][s or "all"] += 1
+        classes = []
+        for c in self.classes:
+            row = {"name": c, "count": sum(counts[c].values())}
+            row.update({s: counts[c][s] for s in ("train", "val", "test") if any(counts[k][s] for k in counts)})
+            classes.append(row)
+        reasons = Counter(r for _, r in self.skipped)
+        return {
+            "name": self.name,
+            "task": self.task,
+            "classes": classes,
+            "used": len(self.inputs),
+            "skipped": len(self.skipped),
+            "skipped_reasons": dict(reasons),
+            "skipped_files": [{"file": f, "reason": r} for f, r in self.skipped[:200]],
+            "warnings": list(self.warnings),
+        }
+
+    def summary(self) -> str:
+        """The report as a few plain lines, for the terminal."""
+        r = self.report()
+        kind = "images" if self.task == "image" else "texts"
+        lines = [f"{r['name']}: {self.task} classification, {len(self.classes)} classes, {r['used']} {kind} used, {r['skipped']} skipped"]
+        for c in r["classes"]:
+            parts = ", ".join(f"{k} {c[k]}" for k in ("train", "val", "test") if k in c)
+            lines.append(f"  {c['name']}: {c['count']}" + (f" ({parts})" if parts else ""))
+        for reason, n in r["skipped_reasons"].items():
+            lines.append(f"  skipped {n}: {reason}")
+        lines += [f"  warning: {w}" for w in r["warnings"]]
+        return "\n".join(lines)
+
+
+def read_dataset(path: str | Path, *, image_column: str | None = None, text_column: str | None = None,
+                 label_column: str | None = None) -> Dataset:
+    """Read a folder, a `.zip`, or a `.csv`/`.tsv` file into a `Dataset` (raises `TlguiError`)."""
+    path = Path(path)
+    if not path.exists():
+        raise TlguiError(f"dataset not found: {path}")
+    if path.is_file() and path.suffix.lower() in TABLE_EXTS:
+        source = DirSource(path.parent, label=path.stem, walk=False)  # its images lie beside it
+        return _from_table(source, path.name, path.read_bytes(), image_column, text_column, label_column)
+    if path.is_file() and path.suffix.lower() != ".zip":
+        raise TlguiError(f"{path.name}: unsupported file type; upload a .zip of class folders, or a .csv/.tsv table")
+    source = open_source(path)
+    names = [n for n in source.names if not is_hidden(n)]
+    prefix = _wrapping_prefix(names)
+    tables = [n for n in names if PurePosixPath(n).suffix.lower() in TABLE_EXTS and n.count("/") == prefix.count("/")]
+    if tables:
+        table = sorted(tables, key=lambda n: (not PurePosixPath(n).stem.lower().startswith(("label", "data", "train")), n))[0]
+        return _from_table(source, table, source.read(table), image_column, text_column, label_column)
+    return _from_folders(source, names, prefix)
+
+
+def _wrapping_prefix(names: list[str]) -> str:
+    """The folders that wrap everything (`data/images/cat/1.jpg` -> `data/images/`), if any."""
+    prefix = ""
+    while True:
+        rest = [n[len(prefix):] for n in names]
+        tops = {r.split("/", 1)[0] for r in rest}
+        if len(tops) != 1 or all("/" not in r for r in rest):
+            return prefix
+        top = tops.pop()
+        if top.lower() in SPLIT_FOLDERS and any(r.count("/") >= 2 for r in rest):
+            return prefix
+        inner = {r.split("/")[1] for r in rest if r.count("/") >= 2}
+        if not inner or all("/" not in r.split("/", 1)[1] for r in rest):
+            return prefix  # `cat/1.jpg` only: that single folder is a class, not a wrapper
+        prefix += top + "/"
+
+
+def _from_folders(source: Source, names: list[str], prefix: str) -> Dataset:
+    skipped: list[tuple[str, str]] = []
+    entries: list[tuple[str, str, str]] = []  # (name, class, split)
+    for n in names:
+        parts = n[len(prefix):].split("/")
+        if PurePosixPath(n).suffix.lower() not in IMAGE_EXTS:
+            skipped.append((n, "not an image file"))
+            continue
+        split = SPLIT_FOLDERS.get(parts[0].lower(), "") if len(parts) >= 3 else ""
+        if split:
+            parts = parts[1:]
+        if len(parts) < 2:
+            skipped.append((n, "not inside a class folder"))
+            continue
+        entries.append((n, parts[0].strip(), split))
+    if not entries:
+        raise TlguiError("no images found in class folders: put each class's images in a folder named after the class (cat/1.jpg, dog/2.jpg)")
+    return _build_images(source, entries, skipped)
+
+
+def _build_images(source: Source, entries: list[tuple[str, str, str]], skipped: list[tuple[str, str]]) -> Dataset:
+    def check(entry):
+        try:
+            data = source.read(entry[0])
+            open_rgb(data, draft=64)
+            return hashlib.blake2b(data, digest_size=12).hexdigest(), None
+        except BadImage as e:
+            return None, str(e)
+        except (OSError, ValueError, KeyError) as e:
+            return None, f"unreadable ({type(e).__name__})"
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(check, entries))
+    kept, digests = [], []
+    for entry, (digest, reason) in zip(entries, results):
+        if reason:
+            skipped.append((entry[0], reason))
+        else:
+            kept.append(entry)
+            digests.append(digest)
+    if not kept:
+        raise TlguiError("none of the images could be read: check that the files are JPEG or PNG pictures")
+    return _finish("image", source, [e[0] for e in kept], [e[1] for e in kept], [e[2] for e in kept], digests, skipped)
+
+
+def _read_table(name: str, data: bytes):
+    import pandas as pd
+
+    for encoding in ("utf-8-sig", "latin-1"):
+        try:
+            text = data.decode(encoding)
+            break
+        except UnicodeDecodeError:
+            continue
+    sample = text[:20000]
+    if name.lower().endswith(".tsv"):
+        sep = "\t"
+    else:
+        try:
+            sep = csv.Sniffer().sniff(sample.split("\n", 1)[0] if sample else ",", delimiters=",;\t|").delimiter
+        except csv.Error:
+            sep = ","
+    try:
+        return pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False,
+                           skip_blank_lines=True, on_bad_lines="skip", engine="python")
+    except Exception as e:  # pandas raises many types for malformed tables
+        raise TlguiError(f"{name} could not be read as a table ({type(e).__name__}): save it as CSV with a header row") from None
+
+
+def _pick(columns: list[str], wanted: str | None, candidates: tuple[str, ...], what: str) -> str | None:
+    lower = {c.strip().lower(): c for c in columns}
+    if wanted:
+        if wanted in columns:
+            return wanted
+        if wanted.lower() in lower:
+            return lower[wanted.lower()]
+        raise TlguiError(f"the table has no column {wanted!r} for the {what}; its columns are: {', '.join(columns)}")
+    for c in candidates:
+        if c in lower:
+            return lower[c]
+    return None
+
+
+def _from_table(source: Source, table: str, data: bytes, image_column, text_column, label_column) -> Dataset:
+    df = _read_table(table, data)
+    cols = [str(c) for c in df.columns]
+    label = _pick(cols, label_column, LABEL_COLUMNS, "labels")
+    image = None if text_column else _pick(cols, image_column, IMAGE_COLUMNS, "image paths")
+    text = None if image else _pick(cols, text_column, TEXT_COLUMNS, "texts")
+    if label is None and len(cols) == 2 and (image or text):
+        label = next(c for c in cols if c != (image or text))
+    if label is None or (image is None and text is None):
+        raise TlguiError(f"{table}: cannot tell which columns hold the {'labels' if label is None else 'images or texts'}; "
+                         f"name them image (or text) and label. Columns found: {', '.join(cols) or 'none'}")
+    skipped: list[tuple[str, str]] = []
+    base = PurePosixPath(table).parent
+    if image is not None:
+        entries = []
+        for row, (p, y) in enumerate(zip(df[image], df[label]), start=2):
+            p, y = str(p).strip(), str(y).strip()
+            where = f"{table} row {row}"
+            if not p or not y:
+                skipped.append((where, "missing image path or label"))
+                continue
+            rel = PurePosixPath(p.replace("\\", "/"))
+            if rel.is_absolute() or ".." in rel.parts:
+                skipped.append((where, "image path leaves the dataset folder"))
+                continue
+            entries.append(((base / rel).as_posix() if str(base) != "." else rel.as_posix(), y, ""))
+        if isinstance(source, ZipSource):
+            present = set(source.names)
+            missing = [e for e in entries if e[0] not in present]
+            skipped += [(e[0], "listed in the table but not found") for e in missing]
+            entries = [e for e in entries if e[0] in present]
+        if not entries:
+            raise TlguiError(f"{table}: no usable rows; each row needs an image path (relative to the table) and a label")
+        return _build_images(source, entries, skipped)
+    texts, labels, digests = [], [], []
+    for row, (t, y) in enumerate(zip(df[text], df[label]), start=2):
+        t, y = str(t).strip(), str(y).strip()
+        if not t or not y:
+            skipped.append((f"{table} row {row}", "empty text or label"))
+            continue
+        texts.append(t)
+        labels.append(y)
+        digests.append(hashlib.blake2b(t.encode(), digest_size=12).hexdigest())
+    if not texts:
+        raise TlguiError(f"{table}: no usable rows; each row needs a text and a label")
+    return _finish("text", None, texts, labels, [""] * len(texts), digests, skipped, name=Path(table).stem)
+
+
+def _natural(s: str):
+    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", s)]
+
+
+def _finish(task, source, inputs, names, splits, digests, skipped, name=None) -> Dataset:
+    classes = sorted(set(names), key=_natural)
+    index = {c: i for i, c in enumerate(classes)}
+    ds = Dataset(task=task, name=name or (source.label if source else "dataset"), classes=classes, inputs=list(inputs),
+                 labels=np.array([index[n] for n in names], dtype=np.int64), splits=list(splits),
+                 digests=list(digests), source=source, skipped=skipped)
+    counts = Counter(names)
+    if len(classes) < 2:
+        ds.warnings.append(f"only one class ({classes[0]}): a classifier needs at least two")
+    few = [c for c in classes if counts[c] < FEW_EXAMPLES]
+    if few:
+        ds.warnings.append(f"fewer than {FEW_EXAMPLES} examples in: {', '.join(few)}; add more for a reliable model")
+    if len(classes) >= 2 and max(counts.values()) >= IMBALANCE * min(counts.values()):
+        big, small = max(counts, key=counts.get), min(counts, key=counts.get)
+        ds.warnings.append(f"classes are imbalanced ({big}: {counts[big]} vs {small}: {counts[small]}); accuracy may flatter the model")
+    lowered = Counter(c.lower() for c in classes)
+    clashes = [c for c in classes if lowered[c.lower()] > 1]
+    if clashes:
+        ds.warnings.append(f"class names differ only in case: {', '.join(clashes)}; rename them if they are the same class")
+    return ds

@@ -1,0 +1,68 @@
+"""Progress events of a run, and the listeners that record them.
+
+An event is a plain dict with an `event` key: `started`, `preparing`, `batch`, `epoch`,
+`finished`, `stopped` or `failed`. The CLI prints them, `metrics.jsonl` records the epochs,
+the app draws them.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+Listener = Callable[[dict], None]
+
+
+class StopRequested(Exception):
+    """Raised at a batch boundary once a stop was asked for."""
+
+
+class Emitter:
+    def __init__(self, listeners: list[Listener] | tuple = (), stop: threading.Event | None = None):
+        self.listeners = list(listeners)
+        self.stop = stop or threading.Event()
+
+    def __call__(self, event: str, **data) -> None:
+        payload = {"event": event, **data}
+        for listen in self.listeners:
+            listen(payload)
+
+    def check_stop(self) -> None:
+        if self.stop.is_set():
+            raise StopRequested
+
+
+class MetricsLog:
+    """Writes `metrics.jsonl`: one line per epoch and split, flushed at once so readers see it live."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.path.write_text("")
+
+    def __call__(self, e: dict) -> None:
+        if e["event"] != "epoch":
+            return
+        with self.path.open("a") as f:
+            for split in ("train", "val"):
+                if e.get(f"{split}_loss") is not None:
+                    f.write(json.dumps({"epoch": e["epoch"], "split": split, "loss": e[f"{split}_loss"],
+                                        "accuracy": e[f"{split}_accuracy"], "elapsed": e["elapsed"]}) + "\n")
+
+
+def print_progress(e: dict, out=sys.stdout) -> None:
+    """The CLI's listener: one line per epoch and per phase."""
+    kind = e["event"]
+    if kind == "started":
+        print(f"training on {e['device']}: {e['train_size']} train / {e['val_size']} val, "
+              f"{e['epochs']} epochs, backbones {', '.join(e['backbones'])} (freeze {e['freeze']})", file=out, flush=True)
+    elif kind == "preparing" and e.get("done") == e.get("total"):
+        print(f"{e['what']}: {e['total']} done", file=out, flush=True)
+    elif kind == "epoch":
+        val = (f"  val loss {e['val_loss']:.4f} acc {e['val_accuracy']:.3f}" if e.get("val_loss") is not None else "")
+        print(f"epoch {e['epoch']}/{e['epochs']}  train loss {e['train_loss']:.4f} acc {e['train_accuracy']:.3f}"
+              f"{val}  {e['elapsed']:.1f}s" + ("  *" if e.get("best") else ""), file=out, flush=True)
+    elif kind == "stopped":
+        print("stopped: kept the best model so far", file=out, flush=True)

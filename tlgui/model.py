@@ -1,0 +1,53 @@
+"""The classifier: one or more backbones, a fusion of their features, and a linear head."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .backbones import FeatureExtractor, build_backbone
+from .config import RunConfig
+from .errors import TlguiError
+from .fusion import Fusion
+
+
+class Classifier(nn.Module):
+    def __init__(self, backbones: list[FeatureExtractor], fusion: str, num_classes: int, fusion_dim: int = 256,
+                 dropout: float = 0.2):
+        super().__init__()
+        self.backbones = nn.ModuleList(backbones)
+        self.fusion = Fusion(fusion, [b.out_dim for b in backbones], fusion_dim)
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(self.fusion.out_dim, num_classes))
+
+    @property
+    def task(self) -> str:
+        return self.backbones[0].task
+
+    def features(self, x) -> list[torch.Tensor]:
+        return [b(x) for b in self.backbones]
+
+    def classify(self, feats: list[torch.Tensor]) -> torch.Tensor:
+        """Logits from precomputed backbone features: the part that trains when backbones are frozen."""
+        return self.head(self.fusion(feats))
+
+    def forward(self, x) -> torch.Tensor:
+        return self.classify(self.features(x))
+
+    def freeze(self, freeze: str) -> None:
+        for b in self.backbones:
+            b.freeze(freeze)
+
+    @property
+    def backbones_frozen(self) -> bool:
+        return all(b.fully_frozen for b in self.backbones)
+
+
+def build_classifier(config: RunConfig, num_classes: int, pretrained: bool | None = None) -> Classifier:
+    pretrained = config.pretrained if pretrained is None else pretrained
+    backbones = [build_backbone(n, pretrained, config.image_size) for n in config.backbones]
+    tasks = {b.task for b in backbones}
+    if len(tasks) > 1:
+        raise TlguiError("image and text backbones cannot be fused: choose backbones of one kind")
+    model = Classifier(backbones, config.fusion, num_classes, config.fusion_dim)
+    model.freeze(config.freeze)
+    return model

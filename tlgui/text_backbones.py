@@ -1,0 +1,7 @@
+"""Pretrained text encoders as backbones."""
+
+from __future__ import annotations
+
+
+def infos() -> list:
+    return []

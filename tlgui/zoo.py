@@ -1,0 +1,119 @@
+"""torchvision's classification zoo as backbones: a table read at start-up, built on demand.
+
+Building 80 networks to learn their shapes takes seconds, so `zoo.json` records each model's
+feature width and stage count; `python -m tlgui.zoo` writes it again for a new torchvision.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .errors import TlguiError
+from .stages import split_stages
+
+TABLE = Path(__file__).with_name("zoo.json")
+
+
+@cache
+def table() -> dict[str, dict]:
+    return json.loads(TABLE.read_text())
+
+
+def strip_head(model: nn.Module) -> tuple[nn.Module, int]:
+    """Replace the classifier's last linear layer with Identity; return the model and its width."""
+    if hasattr(model, "aux_logits"):  # googlenet, inception_v3: only the main output
+        model.aux_logits = False
+        for aux in ("AuxLogits", "aux1", "aux2"):
+            if hasattr(model, aux):
+                setattr(model, aux, None)
+    last = None
+    for name, m in model.named_modules():
+        if isinstance(m, nn.Linear):
+            last = name
+    if last is None:  # squeezenet: a convolutional classifier
+        width = model.classifier[1].in_channels
+        model.classifier = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        return model, width
+    parent_name, _, attr = last.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    width = getattr(parent, attr).in_features
+    setattr(parent, attr, nn.Identity())
+    return model, width
+
+
+def checkpoint_path(url: str) -> Path:
+    return Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name
+
+
+def build(name: str, pretrained: bool) -> nn.Module:
+    """The headless network, with ImageNet weights from torchvision's cache or its download."""
+    import torchvision
+
+    weights = torchvision.models.get_model_weights(name).DEFAULT if pretrained else None
+    try:
+        model = torchvision.models.get_model(name, weights=weights)
+    except Exception as e:  # URLError, socket errors, a partial file...
+        if weights is not None and not checkpoint_path(weights.url).exists():
+            raise TlguiError(f"the weights of {name} are not on this machine and could not be downloaded "
+                             f"({type(e).__name__}); connect to the internet once, or pick an offline backbone") from None
+        raise
+    return strip_head(model)[0]
+
+
+def _describe(name: str) -> dict:
+    import torchvision
+
+    weights = torchvision.models.get_model_weights(name).DEFAULT
+    t = weights.transforms()
+    with _on_meta():
+        model, width = strip_head(torchvision.models.get_model(name, weights=None))
+    return {
+        "params": sum(p.numel() for p in model.parameters()),
+        "feature_dim": width,
+        "stages": len(split_stages(model)),
+        "input_size": int(t.crop_size[0]),
+        "mean": list(t.mean),
+        "std": list(t.std),
+        "gflops": float(weights.meta.get("_ops", 0.0)),
+        "url": weights.url,
+        "accuracy": weights.meta.get("_metrics", {}).get("ImageNet-1K", {}).get("acc@1"),
+    }
+
+
+class _on_meta:
+    """Create parameters on the meta device (no memory, no init), even for models whose
+    constructors compute with tensors (regnet), by moving each parameter as it is registered."""
+
+    def __enter__(self):
+        self._orig = nn.Module.register_parameter
+
+        def register(module, name, param):
+            self._orig(module, name, param)
+            if param is not None:
+                module._parameters[name] = nn.Parameter(param.to("meta"), requires_grad=param.requires_grad)
+
+        nn.Module.register_parameter = register
+        return self
+
+    def __exit__(self, *exc):
+        nn.Module.register_parameter = self._orig
+
+
+def main() -> None:
+    import warnings
+
+    import torchvision
+
+    warnings.simplefilter("ignore")
+    names = torchvision.models.list_models(module=torchvision.models)
+    TABLE.write_text(json.dumps({n: _describe(n) for n in names}, indent=1) + "\n")
+    print(f"wrote {len(names)} models to {TABLE}")
+
+
+if __name__ == "__main__":
+    main()
