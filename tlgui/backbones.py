@@ -133,7 +133,7 @@ def _zoo_infos() -> dict[str, BackboneInfo]:
     for name, row in zoo.table().items():
         infos[name] = BackboneInfo(
             name=name, task="image", params=row["params"], input_size=row["input_size"], stages=row["stages"],
-            feature_dim=row["feature_dim"], offline=zoo.checkpoint_path(row["url"]).exists(), gflops=row["gflops"],
+            feature_dim=row["feature_dim"], offline=zoo.local_weights(name) is not None, gflops=row["gflops"],
             mean=tuple(row["mean"]), std=tuple(row["std"]), source="torchvision",
             description=f"torchvision {name}" + (f", ImageNet top-1 {row['accuracy']:.1f}%" if row.get("accuracy") else ""),
             build=lambda pretrained, n=name: zoo.build(n, pretrained),

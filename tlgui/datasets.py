@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import codecs
 import csv
 import hashlib
 import io
 import re
+import unicodedata
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -15,9 +17,11 @@ import numpy as np
 
 from .errors import TlguiError
 from .images import IMAGE_EXTS, BadImage, open_rgb
-from .sources import DirSource, Source, ZipSource, is_hidden, open_source
+from .sources import DirSource, Source, check_dataset_file, is_hidden, open_source
 
+csv.field_size_limit(1 << 26)  # long documents in a text column are fine; the default stops at 128 KB
 TABLE_EXTS = {".csv", ".tsv"}
+SEPARATORS = ",;\t|"
 IMAGE_COLUMNS = ("image", "path", "file", "filename", "filepath", "image_path", "img")
 TEXT_COLUMNS = ("text", "sentence", "review", "document", "message", "content")
 LABEL_COLUMNS = ("label", "class", "target", "category", "sentiment")
@@ -113,23 +117,33 @@ class Dataset:
 
 def read_dataset(path: str | Path, *, image_column: str | None = None, text_column: str | None = None,
                  label_column: str | None = None) -> Dataset:
-    """Read a folder, a `.zip`, or a `.csv`/`.tsv` file into a `Dataset` (raises `TlguiError`)."""
+    """Read a folder, a `.zip`, or a `.csv`/`.tsv` file into a `Dataset` (raises `TlguiError`).
+
+    Every file (or table row) is either used or listed in `skipped` with the reason.
+    """
     path = Path(path)
     if not path.exists():
         raise TlguiError(f"dataset not found: {path}")
+    if path.is_file():
+        check_dataset_file(path)
     if path.is_file() and path.suffix.lower() in TABLE_EXTS:
         source = DirSource(path.parent, label=path.stem, walk=False)  # its images lie beside it
-        return _from_table(source, path.name, path.read_bytes(), image_column, text_column, label_column)
+        return _from_table(source, path.name, path.read_bytes(), [], image_column, text_column, label_column)
     if path.is_file() and path.suffix.lower() != ".zip":
         raise TlguiError(f"{path.name}: unsupported file type; upload a .zip of class folders, or a .csv/.tsv table")
     source = open_source(path)
+    skipped = list(source.skipped)
     names = [n for n in source.names if not is_hidden(n)]
+    skipped += [(n, "hidden or system file") for n in source.names if is_hidden(n)]
     prefix = _wrapping_prefix(names)
     tables = [n for n in names if PurePosixPath(n).suffix.lower() in TABLE_EXTS and n.count("/") == prefix.count("/")]
     if tables:
         table = sorted(tables, key=lambda n: (not PurePosixPath(n).stem.lower().startswith(("label", "data", "train")), n))[0]
-        return _from_table(source, table, source.read(table), image_column, text_column, label_column)
-    return _from_folders(source, names, prefix)
+        return _from_table(source, table, source.read(table), list(source.skipped), image_column, text_column, label_column)
+    ds = _from_folders(source, names, prefix, skipped)
+    if source.empty_dirs:
+        ds.warnings.append(f"empty folders ignored: {', '.join(source.empty_dirs[:10])}")
+    return ds
 
 
 def _wrapping_prefix(names: list[str]) -> str:
@@ -149,8 +163,12 @@ def _wrapping_prefix(names: list[str]) -> str:
         prefix += top + "/"
 
 
-def _from_folders(source: Source, names: list[str], prefix: str) -> Dataset:
-    skipped: list[tuple[str, str]] = []
+def _class_name(raw: str) -> str:
+    """Folder names and labels as people see them: macOS writes accents decomposed (NFD)."""
+    return unicodedata.normalize("NFC", raw.strip())
+
+
+def _from_folders(source: Source, names: list[str], prefix: str, skipped: list[tuple[str, str]]) -> Dataset:
     entries: list[tuple[str, str, str]] = []  # (name, class, split)
     for n in names:
         parts = n[len(prefix):].split("/")
@@ -160,10 +178,10 @@ def _from_folders(source: Source, names: list[str], prefix: str) -> Dataset:
         split = SPLIT_FOLDERS.get(parts[0].lower(), "") if len(parts) >= 3 else ""
         if split:
             parts = parts[1:]
-        if len(parts) < 2:
+        if len(parts) < 2 or not _class_name(parts[0]):
             skipped.append((n, "not inside a class folder"))
             continue
-        entries.append((n, parts[0].strip(), split))
+        entries.append((n, _class_name(parts[0]), split))
     if not entries:
         raise TlguiError("no images found in class folders: put each class's images in a folder named after the class (cat/1.jpg, dog/2.jpg)")
     return _build_images(source, entries, skipped)
@@ -177,8 +195,8 @@ def _build_images(source: Source, entries: list[tuple[str, str, str]], skipped: 
             return hashlib.blake2b(data, digest_size=12).hexdigest(), None
         except BadImage as e:
             return None, str(e)
-        except (OSError, ValueError, KeyError) as e:
-            return None, f"unreadable ({type(e).__name__})"
+        except Exception as e:  # a file that vanished, a damaged zip member: skip it, never crash the read
+            return None, f"unreadable file ({type(e).__name__})"
 
     with ThreadPoolExecutor(max_workers=4) as pool:
         results = list(pool.map(check, entries))
@@ -190,94 +208,100 @@ def _build_images(source: Source, entries: list[tuple[str, str, str]], skipped: 
             kept.append(entry)
             digests.append(digest)
     if not kept:
-        raise TlguiError("none of the images could be read: check that the files are JPEG or PNG pictures")
+        reasons = Counter(r for _, r in skipped).most_common(1)
+        why = f" (most common reason: {reasons[0][0]})" if reasons else ""
+        raise TlguiError(f"none of the images could be read{why}: check that the files are JPEG or PNG pictures")
     return _finish("image", source, [e[0] for e in kept], [e[1] for e in kept], [e[2] for e in kept], digests, skipped)
 
 
-def _read_table(name: str, data: bytes):
-    import pandas as pd
-
-    for encoding in ("utf-8-sig", "latin-1"):
+def _decode_text(data: bytes) -> str:
+    """UTF-8 (with or without BOM), UTF-16 with BOM, else Windows-1252 / Latin-1 (old Excel exports)."""
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return data.decode("utf-16", errors="replace")
+    for encoding in ("utf-8-sig", "cp1252"):
         try:
-            text = data.decode(encoding)
-            break
+            return data.decode(encoding)
         except UnicodeDecodeError:
             continue
-    sample = text[:20000]
+    return data.decode("latin-1")
+
+
+def _read_table(name: str, data: bytes) -> tuple[list[str], list[tuple[int, list[str]]]]:
+    """The header and the non-blank rows, each with its row number as a spreadsheet shows it."""
+    text = _decode_text(data).replace("\x00", "")
+    first = text.lstrip("\r\n").split("\n", 1)[0]
     if name.lower().endswith(".tsv"):
         sep = "\t"
-    else:
-        try:
-            sep = csv.Sniffer().sniff(sample.split("\n", 1)[0] if sample else ",", delimiters=",;\t|").delimiter
-        except csv.Error:
-            sep = ","
+    else:  # the candidate that splits the header most; `;` is Excel's choice where `,` is the decimal mark
+        sep = max(SEPARATORS, key=first.count) if any(c in first for c in SEPARATORS) else ","
+    rows = []
     try:
-        return pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False,
-                           skip_blank_lines=True, on_bad_lines="skip", engine="python")
-    except Exception as e:  # pandas raises many types for malformed tables
-        raise TlguiError(f"{name} could not be read as a table ({type(e).__name__}): save it as CSV with a header row") from None
+        for number, fields in enumerate(csv.reader(io.StringIO(text, newline=""), delimiter=sep), start=1):
+            if any(f.strip() for f in fields):
+                rows.append((number, fields))
+    except csv.Error as e:
+        raise TlguiError(f"{name} could not be read as a table ({e}): save it as CSV with a header row") from None
+    if not rows:
+        raise TlguiError(f"{name} is empty: it needs a header row and one row per example")
+    return [h.strip() for h in rows[0][1]], rows[1:]
 
 
-def _pick(columns: list[str], wanted: str | None, candidates: tuple[str, ...], what: str) -> str | None:
-    lower = {c.strip().lower(): c for c in columns}
+def _pick(columns: list[str], wanted: str | None, candidates: tuple[str, ...], what: str) -> int | None:
+    lower = {}
+    for i, c in enumerate(columns):
+        lower.setdefault(c.lower(), i)
     if wanted:
-        if wanted in columns:
-            return wanted
-        if wanted.lower() in lower:
-            return lower[wanted.lower()]
+        if wanted.strip().lower() in lower:
+            return lower[wanted.strip().lower()]
         raise TlguiError(f"the table has no column {wanted!r} for the {what}; its columns are: {', '.join(columns)}")
-    for c in candidates:
-        if c in lower:
-            return lower[c]
-    return None
+    return next((lower[c] for c in candidates if c in lower), None)
 
 
-def _from_table(source: Source, table: str, data: bytes, image_column, text_column, label_column) -> Dataset:
-    df = _read_table(table, data)
-    cols = [str(c) for c in df.columns]
+def _from_table(source: Source, table: str, data: bytes, skipped: list[tuple[str, str]], image_column, text_column,
+                label_column) -> Dataset:
+    cols, rows = _read_table(table, data)
     label = _pick(cols, label_column, LABEL_COLUMNS, "labels")
     image = None if text_column else _pick(cols, image_column, IMAGE_COLUMNS, "image paths")
-    text = None if image else _pick(cols, text_column, TEXT_COLUMNS, "texts")
-    if label is None and len(cols) == 2 and (image or text):
-        label = next(c for c in cols if c != (image or text))
-    if label is None or (image is None and text is None):
+    text = None if image is not None else _pick(cols, text_column, TEXT_COLUMNS, "texts")
+    data_col = image if image is not None else text
+    if label is None and len(cols) == 2 and data_col is not None:
+        label = 1 - data_col
+    if label is None or data_col is None:
         raise TlguiError(f"{table}: cannot tell which columns hold the {'labels' if label is None else 'images or texts'}; "
                          f"name them image (or text) and label. Columns found: {', '.join(cols) or 'none'}")
-    skipped: list[tuple[str, str]] = []
-    base = PurePosixPath(table).parent
-    if image is not None:
-        entries = []
-        for row, (p, y) in enumerate(zip(df[image], df[label]), start=2):
-            p, y = str(p).strip(), str(y).strip()
-            where = f"{table} row {row}"
-            if not p or not y:
-                skipped.append((where, "missing image path or label"))
-                continue
-            rel = PurePosixPath(p.replace("\\", "/"))
-            if rel.is_absolute() or ".." in rel.parts:
-                skipped.append((where, "image path leaves the dataset folder"))
-                continue
-            entries.append(((base / rel).as_posix() if str(base) != "." else rel.as_posix(), y, ""))
-        if isinstance(source, ZipSource):
-            present = set(source.names)
-            missing = [e for e in entries if e[0] not in present]
-            skipped += [(e[0], "listed in the table but not found") for e in missing]
-            entries = [e for e in entries if e[0] in present]
-        if not entries:
-            raise TlguiError(f"{table}: no usable rows; each row needs an image path (relative to the table) and a label")
-        return _build_images(source, entries, skipped)
-    texts, labels, digests = [], [], []
-    for row, (t, y) in enumerate(zip(df[text], df[label]), start=2):
-        t, y = str(t).strip(), str(y).strip()
-        if not t or not y:
-            skipped.append((f"{table} row {row}", "empty text or label"))
+    pairs = []  # (where, value, label)
+    for number, fields in rows:
+        where = f"{table} row {number}"
+        if len(fields) > len(cols) and any(f.strip() for f in fields[len(cols):]):
+            skipped.append((where, "more fields than the header has columns (quote values that contain the separator)"))
             continue
-        texts.append(t)
-        labels.append(y)
-        digests.append(hashlib.blake2b(t.encode(), digest_size=12).hexdigest())
-    if not texts:
-        raise TlguiError(f"{table}: no usable rows; each row needs a text and a label")
-    return _finish("text", None, texts, labels, [""] * len(texts), digests, skipped, name=Path(table).stem)
+        value = fields[data_col].strip() if data_col < len(fields) else ""
+        y = _class_name(fields[label]) if label < len(fields) else ""
+        if not value or not y:
+            skipped.append((where, f"missing {'image path' if image is not None else 'text'} or label"))
+        else:
+            pairs.append((where, value, y))
+    if image is None:
+        if not pairs:
+            raise TlguiError(f"{table}: no usable rows; each row needs a text and a label")
+        texts = [v for _, v, _ in pairs]
+        digests = [hashlib.blake2b(t.encode(), digest_size=12).hexdigest() for t in texts]
+        return _finish("text", None, texts, [y for *_, y in pairs], [""] * len(texts), digests, skipped,
+                       name=Path(table).stem)
+    base = PurePosixPath(table).parent
+    entries = []
+    for where, p, y in pairs:
+        rel = PurePosixPath(p.replace("\\", "/"))
+        member = (base / rel).as_posix()
+        if rel.is_absolute() or ".." in rel.parts or ":" in p.split("/")[0]:
+            skipped.append((where, "image path leaves the dataset folder"))
+        elif not source.has(member):
+            skipped.append((where, f"image not found: {member}"))
+        else:
+            entries.append((member, y, ""))
+    if not entries:
+        raise TlguiError(f"{table}: no usable rows; each row needs an image path (relative to the table) and a label")
+    return _build_images(source, entries, skipped)
 
 
 def _natural(s: str):

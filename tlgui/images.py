@@ -6,10 +6,15 @@ import io
 import warnings
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .sources import env_limit
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
-MAX_PIXELS = 64_000_000  # larger pictures are refused before they are decoded (decompression bombs)
+# Only these decoders ever see uploaded bytes: whatever a file's name, its content picks the decoder,
+# and some of Pillow's others (EPS) run external programs.
+FORMATS = ("JPEG", "PNG", "BMP", "GIF", "WEBP", "TIFF", "PPM")
+MAX_PIXELS = 64_000_000  # TLGUI_MAX_MEGAPIXELS; larger pictures are refused before they are decoded
 
 Image.MAX_IMAGE_PIXELS = None  # we check the size ourselves, with a clear message
 
@@ -29,22 +34,29 @@ def open_rgb(data: bytes, draft: int | None = None) -> Image.Image:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            img = Image.open(io.BytesIO(data))
+            img = Image.open(io.BytesIO(data), formats=FORMATS)  # reads the header only
             w, h = img.size
-            if w * h > MAX_PIXELS:
-                raise BadImage(f"too large ({w}x{h} pixels; the limit is {MAX_PIXELS // 1_000_000} megapixels)")
+            limit = int(env_limit("TLGUI_MAX_MEGAPIXELS", MAX_PIXELS, 1_000_000))
+            if w * h > limit:
+                raise BadImage(f"too large ({w}x{h} pixels; the limit is {limit / 1e6:g} megapixels)")
             if draft and img.format == "JPEG":
                 img.draft("RGB", (draft, draft))
             img.load()
-            img = ImageOps.exif_transpose(img)
-            return to_rgb(img)
+            return to_rgb(_upright(img))
     except BadImage:
         raise
-    except Image.DecompressionBombError:
-        raise BadImage("too large to decode safely") from None
-    except Exception as e:  # Pillow raises many types for broken files
-        reason = "not an image" if "cannot identify" in str(e) else f"unreadable image ({type(e).__name__})"
-        raise BadImage(reason) from None
+    except UnidentifiedImageError:
+        raise BadImage("not an image (or a format this tool does not read)") from None
+    except Exception:  # Pillow raises many types for broken files: OSError, SyntaxError, ValueError...
+        raise BadImage("truncated or damaged image") from None
+
+
+def _upright(img: Image.Image) -> Image.Image:
+    """Turn the picture as its EXIF orientation says; a damaged EXIF block leaves it as stored."""
+    try:
+        return ImageOps.exif_transpose(img)
+    except Exception:
+        return img
 
 
 def to_rgb(img: Image.Image) -> Image.Image:

@@ -1,20 +1,68 @@
 """Read-only access to the files of a dataset, in a folder or inside a zip, by relative name.
 
 Nothing is ever extracted: images are read from the zip when needed, so an upload cannot
-write anywhere.
+write anywhere. Members that could reach outside the dataset (`../`, absolute paths, links)
+or that cannot be read (encrypted, unknown compression) are never exposed: they are listed
+in `skipped` with the reason. Zip bombs are refused from the zip's directory, before any
+member is decompressed.
 """
 
 from __future__ import annotations
 
 import os
+import stat
 import zipfile
 from pathlib import Path, PurePosixPath
 
 from .errors import TlguiError
 
-MAX_FILES = 200_000
-MAX_TOTAL_BYTES = 8 * 1024**3  # unpacked
-MAX_RATIO = 200  # unpacked / packed, per member: beyond that a zip is a bomb
+# Defaults of the limits; a server tightens or relaxes them with these environment variables.
+MAX_FILES = 100_000  # TLGUI_MAX_FILES: members of a zip, files of a folder
+MAX_TOTAL_BYTES = 4 * 1024**3  # TLGUI_MAX_UNPACKED_MB: a zip's members added up, unpacked
+MAX_RATIO = 100  # TLGUI_MAX_ZIP_RATIO: unpacked / packed size of one member; pictures and text stay far below
+MAX_DATASET_BYTES = 2 * 1024**3  # TLGUI_MAX_DATASET_MB: the uploaded .zip/.csv file itself
+RATIO_FLOOR = 1024**2  # members smaller than this unpack to little whatever their ratio
+ZIP_METHODS = {zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA}
+
+
+def env_limit(name: str, default: float, scale: float = 1) -> float:
+    """A limit from the environment (in its unit, times `scale`), else `default`."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise TlguiError(f"{name}={raw!r} is not a number: fix or unset that environment variable") from None
+    return value * scale
+
+
+def max_files() -> int:
+    return int(env_limit("TLGUI_MAX_FILES", MAX_FILES))
+
+
+def max_total_bytes() -> int:
+    return int(env_limit("TLGUI_MAX_UNPACKED_MB", MAX_TOTAL_BYTES, 1024**2))
+
+
+def max_ratio() -> float:
+    return env_limit("TLGUI_MAX_ZIP_RATIO", MAX_RATIO)
+
+
+def max_dataset_bytes() -> int:
+    return int(env_limit("TLGUI_MAX_DATASET_MB", MAX_DATASET_BYTES, 1024**2))
+
+
+def _mb(n: float) -> str:
+    return f"{n / 1024**2:,.0f} MB"
+
+
+def check_dataset_file(path: Path) -> None:
+    """Refuse an uploaded dataset file above the size limit, before anything reads it."""
+    size, limit = path.stat().st_size, max_dataset_bytes()
+    if size > limit:
+        raise TlguiError(f"{path.name} is {_mb(size)}, above the {_mb(limit)} limit for a dataset: "
+                         "upload a smaller subset (or raise TLGUI_MAX_DATASET_MB)")
 
 
 def is_hidden(name: str) -> bool:
@@ -23,12 +71,18 @@ def is_hidden(name: str) -> bool:
 
 
 class Source:
-    """A dataset's files: `names` (posix paths relative to the root) and `read(name)`."""
+    """A dataset's files: `names` (posix paths relative to the root), `read(name)`, `has(name)`;
+    `skipped` lists (name, reason) for files that are there but never exposed."""
 
     label: str
     names: list[str]
+    skipped: list[tuple[str, str]]
+    empty_dirs: list[str]
 
     def read(self, name: str) -> bytes:
+        raise NotImplementedError
+
+    def has(self, name: str) -> bool:
         raise NotImplementedError
 
 
@@ -36,25 +90,43 @@ class DirSource(Source):
     def __init__(self, root: Path, label: str | None = None, walk: bool = True):
         self.root = Path(root).resolve()
         self.label = label or self.root.name
-        self.names = []
+        self.names, self.skipped, self.empty_dirs = [], [], []
         if walk:
-            self.names = self._walk()
+            self._walk()
 
-    def _walk(self) -> list[str]:
-        names = []
-        for dirpath, _dirs, files in os.walk(self.root):
+    def _walk(self) -> None:
+        limit = max_files()
+        for dirpath, dirs, files in os.walk(self.root):
+            rel_dir = Path(dirpath).relative_to(self.root)
+            if not files and not dirs and rel_dir != Path("."):
+                self.empty_dirs.append(rel_dir.as_posix())
+            for d in dirs:
+                if Path(dirpath, d).is_symlink():  # os.walk does not enter it: say so
+                    self.skipped.append(((rel_dir / d).as_posix(), "symbolic link (not followed)"))
             for f in files:
-                p = Path(dirpath, f)
-                if p.is_symlink():
-                    continue  # a link could point anywhere on the server
-                names.append(p.relative_to(self.root).as_posix())
-                if len(names) > MAX_FILES:
-                    raise TlguiError(f"the folder holds more than {MAX_FILES} files: use a smaller dataset")
-        return sorted(names)
+                p, rel = Path(dirpath, f), (rel_dir / f).as_posix()
+                mode = p.lstat().st_mode
+                if stat.S_ISLNK(mode):
+                    self.skipped.append((rel, "symbolic link (not followed)"))  # it could point anywhere
+                elif not stat.S_ISREG(mode):
+                    self.skipped.append((rel, "not a regular file"))  # a pipe would block a read forever
+                else:
+                    self.names.append(rel)
+                if len(self.names) > limit:
+                    raise TlguiError(f"the folder holds more than {limit} files: use a smaller dataset")
+        self.names.sort()
+
+    def _path(self, name: str) -> Path | None:
+        path = (self.root / name).resolve()
+        return path if self.root in path.parents else None
+
+    def has(self, name: str) -> bool:
+        path = self._path(name)
+        return path is not None and path.is_file()
 
     def read(self, name: str) -> bytes:
-        path = (self.root / name).resolve()
-        if self.root not in path.parents:
+        path = self._path(name)
+        if path is None:
             raise ValueError("path outside the dataset")
         return path.read_bytes()
 
@@ -65,27 +137,41 @@ class ZipSource(Source):
         self.label = self.path.stem
         self._zip: zipfile.ZipFile | None = None
         self._pid = -1
+        check_dataset_file(self.path)
         try:
             infos = self._open().infolist()
-        except (zipfile.BadZipFile, OSError):
+        except (zipfile.BadZipFile, OSError, ValueError, EOFError):
             raise TlguiError(f"{self.path.name} is not a readable zip file: re-create the zip and upload it again") from None
-        if len(infos) > MAX_FILES:
-            raise TlguiError(f"the zip holds more than {MAX_FILES} files: use a smaller dataset")
-        total = 0
+        self._check_bomb(infos)
         self._infos: dict[str, zipfile.ZipInfo] = {}
+        self.skipped, dirs = [], set()
         for info in infos:
-            if info.is_dir() or _is_symlink(info):
+            name = _member_name(info)
+            if info.is_dir():
+                dirs.add(name.rstrip("/"))
                 continue
-            name = info.filename.replace("\\", "/")
-            if name.startswith("/") or ".." in PurePosixPath(name).parts or ":" in name.split("/")[0]:
-                continue  # never follow a path that leaves the dataset
-            total += info.file_size
-            if info.file_size > 1_000_000 and info.file_size > MAX_RATIO * max(info.compress_size, 1):
-                raise TlguiError(f"{self.path.name} looks like a zip bomb (a member expands {MAX_RATIO}x or more): refused")
-            self._infos[name] = info
-        if total > MAX_TOTAL_BYTES:
-            raise TlguiError(f"the zip unpacks to more than {MAX_TOTAL_BYTES // 1024**3} GB: use a smaller dataset")
+            reason = _unsafe(info, name)
+            if reason is None and name in self._infos:
+                reason = "duplicate name in the zip"
+            if reason:
+                self.skipped.append((name, reason))
+            else:
+                self._infos[name] = info
         self.names = sorted(self._infos)
+        used = {str(p) for n in self._infos for p in PurePosixPath(n).parents}
+        self.empty_dirs = sorted(d for d in dirs if d and d not in used and not is_hidden(d))
+
+    def _check_bomb(self, infos: list[zipfile.ZipInfo]) -> None:
+        n_max, total_max, ratio_max = max_files(), max_total_bytes(), max_ratio()
+        if len(infos) > n_max:
+            raise TlguiError(f"{self.path.name} holds {len(infos)} files, above the limit of {n_max}: use a smaller dataset")
+        total = sum(i.file_size for i in infos)
+        if total > total_max:
+            raise TlguiError(f"{self.path.name} unpacks to {_mb(total)}, above the {_mb(total_max)} limit: use a smaller dataset")
+        for i in infos:
+            if i.file_size > RATIO_FLOOR and i.file_size > ratio_max * max(i.compress_size, 1):
+                raise TlguiError(f"{self.path.name} looks like a zip bomb ({i.filename} would expand "
+                                 f"{i.file_size / max(i.compress_size, 1):,.0f}x): refused")
 
     def _open(self) -> zipfile.ZipFile:
         if self._zip is None or self._pid != os.getpid():  # one handle per process (DataLoader workers)
@@ -93,17 +179,45 @@ class ZipSource(Source):
             self._pid = os.getpid()
         return self._zip
 
+    def has(self, name: str) -> bool:
+        return name in self._infos
+
     def read(self, name: str) -> bytes:
         info = self._infos[name]
-        with self._open().open(info) as f:
-            return f.read(info.file_size + 1)[: info.file_size]
+        try:
+            with self._open().open(info) as f:
+                return f.read(info.file_size + 1)[: info.file_size]  # never more than the directory declared
+        except (zipfile.BadZipFile, EOFError, NotImplementedError, RuntimeError) as e:  # CRC, truncation, ...
+            raise OSError(f"damaged zip member ({type(e).__name__})") from None
 
     def __getstate__(self):
         return {**self.__dict__, "_zip": None, "_pid": -1}
 
 
-def _is_symlink(info: zipfile.ZipInfo) -> bool:
-    return (info.external_attr >> 16) & 0o170000 == 0o120000
+def _member_name(info: zipfile.ZipInfo) -> str:
+    """The member's name as its author saw it: zips made without the UTF-8 flag (older Windows
+    and macOS tools) often hold UTF-8 anyway, which Python decodes as cp437."""
+    name = info.filename
+    if not info.flag_bits & 0x800:
+        try:
+            name = name.encode("cp437").decode("utf-8")
+        except (UnicodeEncodeError, UnicodeDecodeError):
+            pass
+    return name.replace("\\", "/")
+
+
+def _unsafe(info: zipfile.ZipInfo, name: str) -> str | None:
+    """Why a member must not be read, or None."""
+    parts = PurePosixPath(name).parts
+    if name.startswith("/") or ".." in parts or (parts and ":" in parts[0]):
+        return "unsafe path (it points outside the dataset)"
+    if (info.external_attr >> 16) & 0o170000 == 0o120000:
+        return "symbolic link (not followed)"
+    if info.flag_bits & 0x1:
+        return "encrypted (zip it again without a password)"
+    if info.compress_type not in ZIP_METHODS:
+        return "compressed with an unsupported method (zip it again with standard compression)"
+    return None
 
 
 def open_source(path: Path) -> Source:

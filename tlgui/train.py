@@ -15,6 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from . import runs
 from .batches import decode_images, image_batch, index_batches
 from .config import RunConfig
 from .datasets import Dataset
@@ -31,6 +32,7 @@ class RunResult:
     bundle: Path | None
     metrics: dict = field(default_factory=dict)
     history: list[dict] = field(default_factory=list)
+    model: Classifier | None = None  # the best model, on the CPU
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -74,8 +76,15 @@ class Inputs:
 
 class Trainer:
     def __init__(self, config: RunConfig, dataset: Dataset, out_dir: str | Path, listeners: list[Listener] | tuple = (),
-                 stop: threading.Event | None = None):
+                 stop: threading.Event | None = None, resume: bool = False):
         self.config, self.dataset, self.out_dir = config, dataset, Path(out_dir)
+        self.resume = resume  # continue from the folder's last epoch checkpoint
+        self.piece: int | None = None  # examples per forward pass once CUDA ran out of memory
+        state = runs.run_state(self.out_dir) if self.out_dir.exists() else None
+        if state == "running":
+            raise TlguiError(f"a run is already training in {self.out_dir}: wait for it, stop it, or use another folder")
+        if resume and state == "finished":
+            raise TlguiError(f"the run in {self.out_dir} has finished: nothing to resume; train into a new folder")
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.emit = Emitter([MetricsLog(self.out_dir / "metrics.jsonl"), *listeners], stop)
         self.device = pick_device(config.device)
@@ -119,7 +128,7 @@ class Trainer:
             data_tr = [ds.inputs[i] for i in train_idx]
             data_va = [ds.inputs[i] for i in val_idx]
         tr, va = Inputs(data_tr, ds.labels[train_idx]), Inputs(data_va, ds.labels[val_idx])
-        cached = model.backbones_frozen and not self.config.uses_augmentation
+        cached = model.backbones_frozen and not (self.config.uses_augmentation and ds.task == "image")
         if cached:
             tr = Inputs(self._features(model, tr, len(tr) + len(va)), tr.labels)
             va = Inputs(self._features(model, va, len(tr) + len(va), offset=len(tr)), va.labels)
@@ -147,7 +156,8 @@ class Trainer:
 
     def _optimizer(self, model: Classifier, steps: int):
         cfg = self.config
-        backbone = [p for p in model.backbones.parameters() if p.requires_grad]
+        scratch = {id(p) for b in model.backbones if hasattr(b, "scratch_parameters") for p in b.scratch_parameters()}
+        backbone = [p for p in model.backbones.parameters() if p.requires_grad and id(p) not in scratch]  # scratch: head's rate
         ids = {id(p) for p in backbone}
         head = [p for p in model.parameters() if p.requires_grad and id(p) not in ids]
         groups = [{"params": head, "lr": cfg.lr}]
@@ -202,6 +212,9 @@ class Trainer:
         train_idx, val_idx = self._check_dataset()
         cfg.save(self.out_dir / "config.json")
         model = build_classifier(cfg, len(ds.classes))
+        for b in model.backbones:  # text backbones: tokens kept per text, and a vocabulary from the training texts
+            if hasattr(b, "fit_text"):
+                b.fit_text([ds.inputs[i] for i in train_idx], cfg.max_length)
         if cfg.init:
             from .bundle import init_from_bundle
 
@@ -289,7 +302,7 @@ class Trainer:
                    "dataset": ds.report(), "elapsed": time.perf_counter() - t0}
         _atomic_write(self.out_dir / "results.json", json.dumps(results, indent=1))
         self.emit(status, epoch=best_epoch, elapsed=results["elapsed"], bundle=str(bundle), metrics=metrics)
-        return RunResult(status, self.out_dir, bundle, metrics, history)
+        return RunResult(status, self.out_dir, bundle, metrics, history, model)
 
 
 def _snapshot(model: Classifier) -> dict[str, torch.Tensor]:

@@ -50,11 +50,23 @@ def checkpoint_path(url: str) -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name
 
 
+def local_weights(name: str) -> str | None:
+    """The first of the model's weight sets (best first) whose file is already in torch's cache."""
+    return next((w for w, url in table()[name]["weights"] if checkpoint_path(url).exists()), None)
+
+
 def build(name: str, pretrained: bool) -> nn.Module:
-    """The headless network, with ImageNet weights from torchvision's cache or its download."""
+    """The headless network, with ImageNet weights from torchvision's cache or its download.
+
+    A weight set already on disk wins over a better one that would need a download: the
+    MobileNetV2 file that ships offline is IMAGENET1K_V1, while torchvision's default is V2.
+    """
     import torchvision
 
-    weights = torchvision.models.get_model_weights(name).DEFAULT if pretrained else None
+    weights = None
+    if pretrained:
+        enum = torchvision.models.get_model_weights(name)
+        weights = enum[local_weights(name) or enum.DEFAULT.name]
     try:
         model = torchvision.models.get_model(name, weights=weights)
     except Exception as e:  # URLError, socket errors, a partial file...
@@ -68,7 +80,8 @@ def build(name: str, pretrained: bool) -> nn.Module:
 def _describe(name: str) -> dict:
     import torchvision
 
-    weights = torchvision.models.get_model_weights(name).DEFAULT
+    enum = torchvision.models.get_model_weights(name)
+    weights = enum.DEFAULT
     t = weights.transforms()
     with _on_meta():
         model, width = strip_head(torchvision.models.get_model(name, weights=None))
@@ -80,7 +93,7 @@ def _describe(name: str) -> dict:
         "mean": list(t.mean),
         "std": list(t.std),
         "gflops": float(weights.meta.get("_ops", 0.0)),
-        "url": weights.url,
+        "weights": [[w.name, w.url] for w in sorted(enum, key=lambda w: w != weights)],
         "accuracy": weights.meta.get("_metrics", {}).get("ImageNet-1K", {}).get("acc@1"),
     }
 

@@ -1,0 +1,39 @@
+"""Handlers never crash the page: a user's mistake shows as one line, a bug as one line plus a log entry."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+
+from ..errors import TlguiError
+from .text import t
+
+log = logging.getLogger("tlgui.ui")
+
+
+def error_line(error: BaseException) -> str:
+    if isinstance(error, TlguiError):
+        reason = str(error)
+    else:
+        reason = t("unexpected", kind=type(error).__name__, detail=str(error)[:200] or "no detail")
+    return t("status_error", reason=reason.splitlines()[0] if reason else reason)
+
+
+def guarded(error_output) -> Callable:
+    """Wrap a handler that returns `{component: value}`: on any exception it returns
+    `{error_output: "**Error:** ..."}` instead and leaves the rest of the page as it was."""
+
+    def decorate(fn: Callable) -> Callable:
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            try:
+                return fn(*args, **kwargs)
+            except Exception as e:
+                if not isinstance(e, TlguiError):
+                    log.exception("handler %s failed", fn.__name__)
+                return {error_output: error_line(e)}
+
+        return wrapper
+
+    return decorate

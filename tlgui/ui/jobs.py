@@ -1,0 +1,210 @@
+"""Training runs in background threads, a queue in front of them, and their live progress.
+
+A request only starts or stops a run and reads its progress: the run itself lives in a thread
+of the server, so closing the browser tab does not end it. At most `max_jobs` runs train at a
+time (training is CPU- or GPU-bound; two at once are each slower than one after the other);
+the others wait in order.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..config import RunConfig
+from ..datasets import Dataset
+from ..errors import TlguiError
+from . import runs
+from .text import t
+
+log = logging.getLogger("tlgui.ui")
+MAX_MISTAKE_PICTURES = 24
+
+
+@dataclass
+class Progress:
+    """What a page needs to draw a run: a snapshot, safe to read while the run goes on."""
+
+    run_id: str
+    state: str  # queued, running, finished, stopped, failed
+    history: list[dict] = field(default_factory=list)
+    phase: dict | None = None  # the latest `preparing` event
+    batch: dict | None = None  # the latest `batch` event
+    ahead: int = 0  # runs before this one while it is queued
+    error: str | None = None
+    stopping: bool = False
+    has_model: bool = False
+    metrics: dict = field(default_factory=dict)
+    elapsed: float | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.state in runs.TERMINAL
+
+
+@dataclass
+class Job:
+    run_id: str
+    folder: Path
+    config: RunConfig
+    dataset: Dataset
+    stop: threading.Event = field(default_factory=threading.Event)
+    state: str = "queued"
+    history: list[dict] = field(default_factory=list)
+    phase: dict | None = None
+    batch: dict | None = None
+    error: str | None = None
+    metrics: dict = field(default_factory=dict)
+    elapsed: float | None = None
+    has_model: bool = False
+
+    def listen(self, e: dict) -> None:
+        """The engine's listener: keep the latest of each kind; drawing is the page's business."""
+        kind = e["event"]
+        if kind == "preparing":
+            self.phase = e
+        elif kind == "batch":
+            self.batch = e
+        elif kind == "epoch":
+            self.history.append(e)
+        elif kind in ("finished", "stopped"):
+            self.metrics = e.get("metrics") or {}
+            self.elapsed = e.get("elapsed")
+        elif kind == "failed":
+            self.error = e.get("error")
+
+
+class JobManager:
+    def __init__(self, root: Path, max_jobs: int = 1):
+        self.root, self.max_jobs = Path(root), max_jobs
+        self._lock = threading.Lock()
+        self._jobs: dict[str, Job] = {}
+        self._queue: deque[Job] = deque()
+        self._running: set[str] = set()
+        self._mark_interrupted()
+
+    def _mark_interrupted(self) -> None:
+        """Runs that were queued or training when the server last stopped can never end: say so."""
+        for folder, meta in runs.all_runs(self.root):
+            if meta.get("state") not in runs.TERMINAL:
+                runs.update_meta(folder, state="failed", error=t("status_interrupted"))
+
+    # -- starting and stopping -----------------------------------------------------------
+    def submit(self, owner: str, config: RunConfig, dataset: Dataset, meta: dict) -> str:
+        run_id, folder = runs.create(self.root, owner, meta)
+        # each run splits its own copy: the engine writes the split into the dataset it is given
+        own = dataclasses.replace(dataset, splits=list(dataset.splits))
+        job = Job(run_id, folder, config, own)
+        with self._lock:
+            self._jobs[run_id] = job
+            self._queue.append(job)
+            self._pump()
+        return run_id
+
+    def stop(self, run_id: str) -> None:
+        with self._lock:
+            job = self._jobs.get(run_id)
+            if job is None or job.state in runs.TERMINAL:
+                return
+            job.stop.set()
+            if job in self._queue:  # never started: nothing to keep
+                self._queue.remove(job)
+                self._end(job, "stopped")
+
+    def _pump(self) -> None:
+        """Start queued runs while there is room (called with the lock held)."""
+        while self._queue and len(self._running) < self.max_jobs:
+            job = self._queue.popleft()
+            self._running.add(job.run_id)
+            job.state = "running"
+            runs.update_meta(job.folder, state="running")
+            threading.Thread(target=self._work, args=(job,), name=f"train-{job.run_id}", daemon=True).start()
+
+    def _work(self, job: Job) -> None:
+        from ..train import Trainer
+
+        state = "failed"
+        try:
+            result = Trainer(job.config, job.dataset, job.folder, [job.listen], job.stop).run()
+            if result.bundle is not None:
+                save_mistake_pictures(job.folder, job.dataset)
+            job.has_model = result.bundle is not None
+            state = result.status
+        except TlguiError as e:
+            job.error = str(e)
+        except Exception as e:  # a bug: log it whole, show one line
+            log.exception("run %s failed", job.run_id)
+            job.error = t("unexpected", kind=type(e).__name__, detail=str(e)[:200])
+        finally:
+            with self._lock:
+                self._running.discard(job.run_id)
+                self._end(job, state)
+                self._pump()
+
+    def _end(self, job: Job, state: str) -> None:
+        job.state = state
+        runs.update_meta(job.folder, state=state, error=job.error, ended=time.time())
+        job.dataset = None  # type: ignore[assignment]  # let the pictures go
+
+    # -- reading -------------------------------------------------------------------------
+    def progress(self, run_id: str, folder: Path) -> Progress:
+        """The live state of a run of this server, or what its folder says."""
+        with self._lock:
+            job = self._jobs.get(run_id)
+            ahead = 0
+            if job is not None and job.state == "queued":
+                ahead = len(self._running) + list(self._queue).index(job)
+        if job is not None and job.state not in runs.TERMINAL:
+            return Progress(run_id, job.state, list(job.history), job.phase, job.batch, ahead,
+                            stopping=job.stop.is_set())
+        return progress_from_disk(run_id, folder)
+
+    def active_run(self, owner_runs: list[dict]) -> str | None:
+        """The newest of these runs that is queued or training on this server."""
+        with self._lock:
+            for meta in owner_runs:
+                job = self._jobs.get(meta["id"])
+                if job is not None and job.state not in runs.TERMINAL:
+                    return job.run_id
+        return None
+
+    def is_active(self, run_id: str) -> bool:
+        job = self._jobs.get(run_id)
+        return job is not None and job.state not in runs.TERMINAL
+
+    def forget(self, run_id: str) -> None:
+        with self._lock:
+            job = self._jobs.get(run_id)
+            if job is not None and job.state in runs.TERMINAL:
+                del self._jobs[run_id]
+
+
+def progress_from_disk(run_id: str, folder: Path) -> Progress:
+    meta = runs.read_meta(folder) or {}
+    res = runs.results(folder) or {}
+    state = meta.get("state", "failed")
+    return Progress(run_id, state, res.get("history") or runs.history(folder), error=meta.get("error"),
+                    has_model=(folder / "model.zip").exists(), metrics=res.get("metrics", {}),
+                    elapsed=res.get("elapsed"))
+
+
+def save_mistake_pictures(folder: Path, dataset: Dataset) -> None:
+    """Small copies of misclassified validation pictures, so the results page can show them
+    later without the dataset (an upload may be gone after a restart)."""
+    if dataset.task != "image":
+        return
+    res = runs.results(folder) or {}
+    out = folder / runs.MISTAKES
+    out.mkdir(exist_ok=True)
+    for k, m in enumerate(res.get("mistakes", [])[:MAX_MISTAKE_PICTURES]):
+        try:
+            img = dataset.load_image(int(m["index"]), draft=128)
+            img.thumbnail((128, 128))
+            img.save(out / f"{k}.png")
+        except Exception:  # a picture that decoded for training will decode here; if not, skip it
+            log.warning("could not save mistake picture %s of %s", k, folder.name)

@@ -1,0 +1,181 @@
+"""Every sentence the web app shows, in one table (one place to edit wording or translate)."""
+
+from __future__ import annotations
+
+TEXT: dict[str, str] = {
+    # page
+    "title": "tlgui: train an image or text classifier in your browser",
+    "intro": "Pick a dataset, choose a pretrained backbone, press **Train**, watch it learn, then try the model "
+             "and download it. Nothing to install, no code.",
+    "step_data": "1 · Data",
+    "step_model": "2 · Model",
+    "step_train": "3 · Train",
+    "step_results": "4 · Results",
+    "step_try": "5 · Try it and take it home",
+    "step_runs": "Your earlier runs",
+    # data
+    "example_label": "Built-in example",
+    "upload_label": "…or upload your own dataset (.zip of class folders, or a .csv/.tsv table)",
+    "data_help": "A zip of folders named after the classes (`cat/1.jpg`, `dog/2.jpg`), a zip with a `labels.csv` "
+                 "(image, label), or a CSV of texts with a label column. The zip is read in place, never unpacked.",
+    "summary_label": "What was read",
+    "counts_label": "Examples per class",
+    "samples_label": "A few examples of each class",
+    "text_samples_label": "A few examples of each class",
+    "summary_head": "**{name}** ({origin}) · {task} classification · {n_classes} classes · {used} {kind} used · {skipped} skipped",
+    "origin_example": "built-in example",
+    "origin_upload": "your upload",
+    "summary_skipped": "Skipped {n} file(s): {reasons}.",
+    "summary_skipped_file": "- `{file}`: {reason}",
+    "summary_more_skipped": "- …and {n} more",
+    "summary_warning": "⚠️ {text}",
+    "summary_ok": "✔️ Ready to train.",
+    "no_dataset": "choose a built-in example or upload a dataset first",
+    "task_image": "image",
+    "task_text": "text",
+    "kind_image": "images",
+    "kind_text": "texts",
+    "reading": "Reading the dataset…",
+    # model
+    "backbones_label": "Backbones (pick two or more to fuse them)",
+    "backbones_info": "Pretrained networks that turn each example into features; the list matches your data.",
+    "table_label": "Compare backbones (time is an estimate for this dataset on this machine)",
+    "col_backbone": "backbone",
+    "col_params": "size (parameters)",
+    "col_input": "input",
+    "col_offline": "weights",
+    "col_time": "estimated time",
+    "offline_yes": "installed",
+    "offline_no": "downloaded on first use",
+    "estimate": "⏱️ Estimated time for this run: **{time}** on this machine ({device}). This is a rough estimate "
+                "from a timed test batch, scaled by each backbone's size and the dataset's.",
+    "estimate_pending": "⏱️ Measuring this machine's speed for a time estimate…",
+    "estimate_unknown": "unknown",
+    "fusion_label": "Fusion (how the backbones' features are combined)",
+    "fusion_single": "One backbone: nothing to fuse. Pick two or more to combine them.",
+    "fusion_concat": "**concat**: put the features side by side; simple and strong.",
+    "fusion_mean": "**mean**: project each backbone's features to one width and average them.",
+    "fusion_weighted": "**weighted**: like mean, but learns how much each backbone counts (shown in the results).",
+    "fusion_product": "**product**: multiply the projected features; lets backbones gate each other.",
+    "fusion_conv": "**conv**: a small learned convolution across the backbones' projected features.",
+    "freeze_label": "Freeze (which pretrained layers stay fixed)",
+    "freeze_all": "**all**: fastest. The pretrained features are used as they are; only the new classifier learns, "
+                  "and the features are computed once.",
+    "freeze_none": "**none**: every layer trains. Slowest; worth it with thousands of examples that look unlike "
+                   "everyday photos.",
+    "freeze_n": "**{n}**: the first {n} of {total} stages stay fixed (they see edges and textures that suit most "
+                "data); the later stages and the classifier train.",
+    "advanced": "Advanced settings",
+    "epochs_label": "Epochs (passes over the training data)",
+    "lr_label": "Learning rate",
+    "batch_label": "Batch size",
+    "image_size_label": "Image size (smaller trains faster)",
+    "image_size_native": "native ({size} px)",
+    "image_size_native_plain": "native",
+    "val_label": "Validation share (held out to measure accuracy)",
+    "augment_label": "Augmentation (random flips and crops)",
+    "augment_auto": "auto: on when backbone layers train",
+    "augment_on": "on",
+    "augment_off": "off",
+    "patience_label": "Early stopping: epochs without improvement before stopping (0: off)",
+    "seed_label": "Seed (same seed, same split and result)",
+    "cli_label": "The same run from the command line",
+    "no_backbones": "no {task} backbone is installed: see `python -m tlgui backbones`",
+    "pick_backbone": "pick at least one backbone",
+    # train
+    "train_btn": "Train",
+    "stop_btn": "Stop",
+    "status_idle": "Press **Train** to start. The defaults train in about a minute on the built-in example.",
+    "status_queued": "**Queued**: {ahead} run(s) ahead of yours. This machine trains {limit} run(s) at a time; "
+                     "yours starts as soon as one ends.",
+    "status_starting": "**Starting**: building the model…",
+    "status_preparing": "**Preparing**: {what} {done}/{total}",
+    "status_training": "**Training**: epoch {epoch}/{epochs}{eta}",
+    "status_eta": ", about {time} left",
+    "status_finished": "**Finished** in {elapsed}: validation accuracy {accuracy}, macro F1 {f1} (best epoch {best} of {ran}).",
+    "status_finished_noval": "**Finished** in {elapsed} after {ran} epoch(s) (no validation share, so no accuracy).",
+    "status_stopped": "**Stopped** after epoch {ran}: the best model so far (epoch {best}) was kept.",
+    "status_stopped_empty": "**Stopped** before the first epoch ended: no model was kept.",
+    "status_error": "**Error:** {reason}",
+    "status_interrupted": "the server restarted during this run; start it again",
+    "status_stopping": "**Stopping**: finishing the current batch and keeping the best model…",
+    "status_no_run": "no run is going: press Train first",
+    "status_run_missing": "that run is not one of yours, or it was deleted",
+    "loss_label": "Learning curves (loss and accuracy by epoch)",
+    "progress_none": "",
+    # results
+    "results_head": "Validation accuracy **{accuracy}** · macro F1 **{f1}** on {count} held-out examples · best epoch {best}",
+    "results_noval": "No validation share was held out, so there are no scores. Train again with a validation share above 0.",
+    "confusion_label": "Confusion matrix (rows: true class, columns: predicted)",
+    "per_class_label": "Per class",
+    "col_class": "class",
+    "col_precision": "precision",
+    "col_recall": "recall",
+    "col_f1": "F1",
+    "col_support": "examples",
+    "mistakes_label": "Misclassified validation examples (predicted / true)",
+    "mistake_caption": "predicted {predicted} / true {true}",
+    "col_text": "text",
+    "col_true": "true",
+    "col_predicted": "predicted",
+    "fusion_weights_label": "How much each backbone counted (weighted fusion)",
+    # try
+    "try_wait": "Train a model (or open an earlier run) to try it here.",
+    "predict_image_label": "A picture to classify",
+    "predict_text_label": "A text to classify",
+    "predict_btn": "Classify",
+    "predict_output_label": "Top classes",
+    "predict_empty": "give a picture or a text to classify first",
+    "download_btn": "Download model.zip",
+    "snippet_label": "Use it in Python",
+    # runs
+    "runs_empty": "No runs yet. Each run you start is kept here, also after a restart; only you see yours.",
+    "runs_pick_label": "Run",
+    "open_btn": "Open",
+    "delete_btn": "Delete",
+    "compare_label": "Compare runs (validation curves)",
+    "compare_plot_label": "Validation loss and accuracy",
+    "col_run": "run",
+    "col_status": "status",
+    "col_accuracy": "val accuracy",
+    "col_started": "started",
+    "deleted": "Deleted {label}.",
+    "delete_running": "this run is still going: stop it before deleting it",
+    "state_queued": "queued",
+    "state_running": "training",
+    "state_finished": "finished",
+    "state_stopped": "stopped",
+    "state_failed": "error",
+    # errors
+    "unexpected": "something went wrong ({kind}): {detail}. The server log has the details.",
+    # plots
+    "plot_loss": "Loss",
+    "plot_accuracy": "Accuracy",
+    "plot_epoch": "epoch",
+    "plot_train": "training",
+    "plot_val": "validation",
+    "plot_waiting": "waiting for the first epoch…",
+    "plot_predicted": "predicted",
+    "plot_true": "true",
+    "plot_count": "examples",
+}
+
+
+def t(key: str, **values) -> str:
+    """The text for `key`, with `values` filled in."""
+    return TEXT[key].format(**values) if values else TEXT[key]
+
+
+def duration(seconds: float | None) -> str:
+    """A short human duration: `45 s`, `3 min`, `1.5 h`."""
+    if seconds is None:
+        return t("estimate_unknown")
+    if seconds < 90:
+        return f"{max(1, round(seconds))} s"
+    if seconds < 90 * 60:
+        return f"{round(seconds / 60)} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def percent(x: float) -> str:
+    return f"{100 * x:.1f}%"
