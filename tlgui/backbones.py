@@ -181,6 +181,10 @@ def restore_backbone(entry: dict, read: Callable[[str], bytes]) -> FeatureExtrac
         from .encoders import restore_encoder
 
         return restore_encoder(entry, read)
+    if entry.get("task") == "text":  # the bundle carries all it needs: no pretrained package required
+        from .text_backbones import restore_text_backbone
+
+        return restore_text_backbone(entry, read)
     info = get_info(entry["name"])
     if info.restore is not None:
         return info.restore(entry, read)

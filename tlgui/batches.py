@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -14,10 +15,10 @@ from .images import square_tensor_bytes
 def decode_images(dataset: Dataset, indices: np.ndarray, size: int, progress=None) -> torch.Tensor:
     """(N, 3, size, size) uint8: decoding a JPEG costs about as much as a small backbone's
     forward pass, so each picture is decoded and resized once, not once per epoch."""
-    out = torch.empty((len(indices), size, size, 3), dtype=torch.uint8)
+    out = np.empty((len(indices), size, size, 3), dtype=np.uint8)  # numpy: writable from worker threads
 
     def load(k: int) -> None:
-        out[k] = torch.from_numpy(square_tensor_bytes(dataset.load_image(int(indices[k]), draft=size), size))
+        out[k] = square_tensor_bytes(dataset.load_image(int(indices[k]), draft=size), size)
 
     with ThreadPoolExecutor(max_workers=max(1, min(8, torch.get_num_threads()))) as pool:
         for k, _ in enumerate(pool.map(load, range(len(indices)))):
@@ -25,13 +26,51 @@ def decode_images(dataset: Dataset, indices: np.ndarray, size: int, progress=Non
                 progress(k + 1, len(indices))
     if progress:
         progress(len(indices), len(indices))
-    return out.permute(0, 3, 1, 2).contiguous()
+    return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
+
+
+def decode_size(model) -> int | None:
+    """The size pictures are decoded at: the largest input size among the model's image backbones."""
+    sizes = [b.input_size for b in model.backbones if getattr(b, "input_size", None)]
+    return max(sizes) if sizes else None
+
+
+def extract_batch(batch_size: int, device: torch.device) -> int:
+    """Inputs per forward pass without gradients (frozen features, validation). Not the training
+    batch: on a 2-core CPU, EfficientNet-Lite0 ran 35 pictures/s in batches of 8 or 16 against
+    25 in batches of 64 (MobileNetV2: 60 against 30), as small batches stay in the caches. A GPU
+    wants large batches."""
+    return max(batch_size, 256) if device.type == "cuda" else 16
+
+
+def uses_channels_last(device: torch.device) -> bool:
+    """NHWC tensors: 1.1-1.9x the CPU throughput of NCHW for the offline convnets (oneDNN;
+    bench/RESULTS.md), and what tensor cores want on a GPU. Left off on MPS, where it is untried."""
+    return device.type in ("cpu", "cuda")
+
+
+@contextmanager
+def cpu_threads(n: int | None):
+    """Run the block with `n` torch CPU threads (None: unchanged). Training a head on stored
+    features is a few tiny matrix products per step: threads only add synchronisation, and
+    on a busy CPU each barrier can cost tens of milliseconds (measured 70 ms a step with 2
+    threads against 1-3 ms with one)."""
+    before = torch.get_num_threads()
+    if n is not None and n != before:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
 
 
 def image_batch(pixels: torch.Tensor, device: torch.device, augment: bool, generator: torch.Generator | None = None,
                 channels_last: bool = False) -> torch.Tensor:
     """uint8 (B,3,S,S) to float in [0, 1] on `device`, with light augmentation when training:
     a random crop of 60-100% of the area, resized back, and a horizontal flip."""
+    if device.type == "cuda" and not pixels.is_pinned():
+        pixels = pixels.pin_memory()  # page-locked: the copy below runs alongside the GPU's work
     x = pixels.to(device, non_blocking=True).float().div_(255.0)
     if augment:
         x = _random_resized_crop_flip(x, generator)

@@ -23,20 +23,24 @@ from .config import RunConfig
 from .errors import TlguiError
 from .images import BadImage, open_rgb, square_tensor_bytes
 from .model import Classifier
+from .runs import disk_full
+from .sources import check_zip_bomb
 
 FORMAT_VERSION = 1
 
 
 def transfer_kind(config: RunConfig) -> str:
     """Which kind of knowledge transfer a run used, in words for the model card."""
-    if config.init:
-        return "parameters: started from an earlier tlgui model"
-    if any(b.endswith(".zip") for b in config.backbones):
-        return "parameters: own unsupervised pretrained encoder"
-    if not config.pretrained:
-        return "structure only: same architecture, randomly initialised (no pretraining)"
     mode = {"all": "feature extraction (backbone frozen)", "none": "full fine-tuning"}.get(
         config.freeze, f"partial fine-tuning (first {config.freeze} stages frozen)")
+    if config.init:
+        return f"parameters: started from an earlier tlgui model ({Path(config.init).name}), {mode}"
+    if not config.pretrained:  # before the encoder check: --no-pretrained leaves an encoder random too
+        return "structure only: same architecture, randomly initialised (no pretraining)"
+    own = [b for b in config.backbones if b.endswith(".zip")]
+    if own:
+        fused = " fused with pretrained backbones" if len(own) < len(config.backbones) else ""
+        return f"parameters: own encoder pretrained without labels{fused}, {mode}"
     return f"parameters: pretrained weights, {mode}"
 
 
@@ -62,14 +66,19 @@ def save_bundle(path: Path, model: Classifier, config: RunConfig, dataset, metri
     }
     state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
     tmp = path.with_name(f".{path.name}.tmp")
-    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
-        z.writestr("model.safetensors", save_safetensors(state))
-        z.writestr("tlgui.json", json.dumps(meta, indent=1))
-        z.writestr("README.md", model_card(meta, metrics))
-        for i, b in enumerate(model.backbones):
-            for name, data in b.bundle_files().items():
-                z.writestr(f"backbones/{i}/{name}", data)
-    os.replace(tmp, path)
+    try:
+        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
+            # stored, not deflated: float weights shrink by under 10% but take seconds per 100 MB to pack
+            z.writestr("model.safetensors", save_safetensors(state), compress_type=zipfile.ZIP_STORED)
+            z.writestr("tlgui.json", json.dumps(meta, indent=1))
+            z.writestr("README.md", model_card(meta, metrics))
+            for i, b in enumerate(model.backbones):
+                for name, data in b.bundle_files().items():
+                    z.writestr(f"backbones/{i}/{name}", data)
+        os.replace(tmp, path)
+    except BaseException as e:
+        tmp.unlink(missing_ok=True)  # never leave half a bundle behind
+        raise disk_full(e, path.parent) or e from None
     return path
 
 
@@ -187,12 +196,16 @@ def read_bundle(path: str | Path) -> tuple[dict, dict[str, torch.Tensor], zipfil
     path = _bundle_path(path)
     try:
         z = zipfile.ZipFile(path)
+        check_zip_bomb(z.infolist(), path.name)  # before reading any member
         meta = json.loads(z.read("tlgui.json"))
         state = load_safetensors(z.read("model.safetensors"))
     except (zipfile.BadZipFile, KeyError, json.JSONDecodeError, UnicodeDecodeError, OSError):
         raise TlguiError(f"{path.name} is not a tlgui model bundle (model.zip with tlgui.json and model.safetensors)") from None
-    except Exception as e:  # safetensors raises its own errors for a damaged or foreign file
-        raise TlguiError(f"{path.name}: the weights are not a valid safetensors file ({type(e).__name__})") from None
+    except TlguiError:
+        raise
+    except Exception as e:  # safetensors raises its own errors for a damaged or foreign file (a pickle)
+        raise TlguiError(f"{path.name}: the weights are not a valid safetensors file ({type(e).__name__}); "
+                         "other formats are refused, never unpickled: export the model again") from None
     if not isinstance(meta, dict) or meta.get("format_version") != FORMAT_VERSION or "classes" not in meta:
         raise TlguiError(f"{path.name} is not a tlgui model bundle of a version this tlgui reads")
     return meta, state, z
@@ -210,6 +223,18 @@ def load_bundle(path: str | Path) -> LoadedModel:
         raise TlguiError("the bundle's weights do not match its description: the file is damaged; export it again") from None
     model.eval()
     return LoadedModel(model, meta)
+
+
+ARCHITECTURE = ("backbones", "fusion", "fusion_dim", "image_size", "max_length")
+
+
+def init_settings(path: str | Path) -> dict:
+    """The settings that shape an earlier bundle's network, so that `--init MODEL.zip` alone
+    rebuilds the same network (same backbones at the same input size) before taking its weights."""
+    meta, _, z = read_bundle(path)
+    z.close()
+    config = meta.get("config", {})
+    return {k: config[k] for k in ARCHITECTURE if k in config}
 
 
 def init_from_bundle(model: Classifier, path: str | Path, classes: list[str]) -> dict:

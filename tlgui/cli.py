@@ -58,7 +58,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-pretrained", dest="pretrained", action="store_false", default=None,
                    help="same architectures, random initialisation")
     p.add_argument("--init", help="an earlier model.zip to start from")
+    p.add_argument("--resume", action="store_true", help="continue a killed or stopped run in --out from its last epoch")
     _columns(p)
+
+    p = sub.add_parser("pretrain", help="pretrain an encoder on unlabelled pictures (labels, if any, ignored)")
+    p.add_argument("data")
+    p.add_argument("--method", choices=["autoencoder", "vae"], default="autoencoder")
+    p.add_argument("--out", required=True, help="run folder for config.json, metrics.jsonl and encoder.zip")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--image-size", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
 
     p = sub.add_parser("predict", help="classify images or texts with a model.zip")
     p.add_argument("model")
@@ -102,13 +114,24 @@ TRAIN_FLAGS = ("backbones", "fusion", "freeze", "epochs", "batch_size", "lr", "o
                "label_smoothing", "patience", "augment", "image_size", "val_split", "seed", "device", "pretrained", "init")
 
 
+def _print_estimate(e: dict) -> None:
+    """The measured time estimate of the run, told before the time is spent."""
+    if e["event"] == "started" and e.get("estimate"):
+        print(f"estimated time: {e['estimate']['text']}", flush=True)
+
+
 def cmd_train(args) -> None:
     from .backbones import get_info
     from .config import RunConfig
     from .events import print_progress
     from .train import train
 
-    base = RunConfig.load(args.config).to_dict() if args.config else {}
+    config_file = args.config or (Path(args.out, "config.json") if args.resume and Path(args.out, "config.json").exists() else None)
+    base = RunConfig.load(config_file).to_dict() if config_file else {}
+    if args.init and not config_file:  # the earlier bundle's network, unless flags say otherwise
+        from .bundle import init_settings
+
+        base = init_settings(args.init)
     base.update({k: getattr(args, k) for k in TRAIN_FLAGS if getattr(args, k) is not None})
     config = RunConfig.from_dict(base)
     for name in config.backbones:  # fail fast, before a long dataset read
@@ -117,11 +140,26 @@ def cmd_train(args) -> None:
     print(ds.summary(), flush=True)
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())  # Ctrl-C: stop at the next batch, keep the best model
-    result = train(config, ds, args.out, [print_progress], stop)
+    result = train(config, ds, args.out, [print_progress, _print_estimate], stop, resume=args.resume)
     if result.bundle is None:
         raise TlguiError("stopped before the first epoch ended: no model was written")
     if result.metrics.get("per_class"):
         print(f"validation accuracy {result.metrics['accuracy']:.4f}, macro F1 {result.metrics['macro_f1']:.4f}")
+    print(f"done: {result.bundle}")
+
+
+def cmd_pretrain(args) -> None:
+    from .pretrain import PretrainConfig, pretrain, print_progress, read_images, summary
+
+    config = PretrainConfig(method=args.method, epochs=args.epochs, image_size=args.image_size,
+                            batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=args.device)
+    ds = read_images(args.data)
+    print(summary(ds), flush=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stop.set())  # Ctrl-C: stop at the next batch, keep the best encoder
+    result = pretrain(config, ds, args.out, [print_progress], stop)
+    if result.bundle is None:
+        raise TlguiError("stopped before the first epoch ended: no encoder was written")
     print(f"done: {result.bundle}")
 
 
@@ -151,7 +189,7 @@ def cmd_evaluate(args) -> None:
 
 
 COMMANDS = {"backbones": cmd_backbones, "inspect": cmd_inspect, "train": cmd_train, "predict": cmd_predict,
-            "evaluate": cmd_evaluate}
+            "evaluate": cmd_evaluate, "pretrain": cmd_pretrain}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -46,6 +46,9 @@ class Dataset:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        self.folder_splits = list(self.splits)  # as the files came; `assign_splits` starts from these
+
     def __len__(self) -> int:
         return len(self.inputs)
 
@@ -68,6 +71,7 @@ class Dataset:
         A dataset that brings its own `val/` folder keeps it; one with `test/` only still gets a
         validation share carved from its training part.
         """
+        self.splits = list(self.folder_splits)
         if "val" in self.splits and "" not in self.splits:
             return
         rng = np.random.default_rng(seed)
@@ -147,20 +151,19 @@ def read_dataset(path: str | Path, *, image_column: str | None = None, text_colu
 
 
 def _wrapping_prefix(names: list[str]) -> str:
-    """The folders that wrap everything (`data/images/cat/1.jpg` -> `data/images/`), if any."""
+    """The folders that wrap all pictures and tables (`data/images/cat/1.jpg` -> `data/images/`), if any.
+    Other files (a README beside the wrapper) do not count."""
+    rest = [n for n in names if PurePosixPath(n).suffix.lower() in IMAGE_EXTS | TABLE_EXTS]
     prefix = ""
-    while True:
-        rest = [n[len(prefix):] for n in names]
-        tops = {r.split("/", 1)[0] for r in rest}
-        if len(tops) != 1 or all("/" not in r for r in rest):
-            return prefix
-        top = tops.pop()
-        if top.lower() in SPLIT_FOLDERS and any(r.count("/") >= 2 for r in rest):
-            return prefix
-        inner = {r.split("/")[1] for r in rest if r.count("/") >= 2}
-        if not inner or all("/" not in r.split("/", 1)[1] for r in rest):
-            return prefix  # `cat/1.jpg` only: that single folder is a class, not a wrapper
-        prefix += top + "/"
+    while rest and all("/" in r for r in rest):
+        top = rest[0].split("/", 1)[0]
+        inner = [r.split("/", 1)[1] for r in rest]
+        if any(r.split("/", 1)[0] != top for r in rest) or all("/" not in r for r in inner):
+            break  # several folders, or `cat/1.jpg` only: that single folder is a class, not a wrapper
+        if top.lower() in SPLIT_FOLDERS:
+            break
+        prefix, rest = prefix + top + "/", inner
+    return prefix
 
 
 def _class_name(raw: str) -> str:
@@ -305,11 +308,12 @@ def _from_table(source: Source, table: str, data: bytes, skipped: list[tuple[str
 
 
 def _natural(s: str):
-    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", s)]
+    """`class 10` after `class 9`: odd parts of the split are the runs of digits."""
+    return [int(t) if i % 2 else t.lower() for i, t in enumerate(re.split(r"(\d+)", s))]
 
 
 def _finish(task, source, inputs, names, splits, digests, skipped, name=None) -> Dataset:
-    classes = sorted(set(names), key=_natural)
+    classes = sorted(set(names), key=lambda c: (_natural(c), c))  # ties (Cat, cat) in a fixed order
     index = {c: i for i, c in enumerate(classes)}
     ds = Dataset(task=task, name=name or (source.label if source else "dataset"), classes=classes, inputs=list(inputs),
                  labels=np.array([index[n] for n in names], dtype=np.int64), splits=list(splits),

@@ -23,6 +23,7 @@ from torch import nn
 
 from .backbones import BackboneInfo, ImageBackbone
 from .errors import TlguiError
+from .sources import check_zip_bomb
 
 FORMAT = "tlgui-encoder"
 FORMAT_VERSION = 1
@@ -123,7 +124,8 @@ def encoder_card(meta: dict) -> str:
              f"at {meta['image_size']}x{meta['image_size']} pixels, {meta.get('epochs_run', '?')} epochs.", "",
              f"- Architecture: {len(meta['arch']['widths'])} stride-2 conv blocks of widths "
              f"{', '.join(map(str, meta['arch']['widths']))}, global average pooling, {meta['feature_dim']}-d features",
-             "- Final losses: " + ", ".join(f"{k} {v:.4f}" for k, v in losses.items() if isinstance(v, float)), "",
+             f"- Losses of the epoch kept ({meta.get('best_epoch', '?')}, the lowest validation loss): "
+             + ", ".join(f"{k} {v:.4f}" for k, v in losses.items() if isinstance(v, float)), "",
              "## How to use", "", "```bash",
              "python -m tlgui train DATA --backbone encoder.zip --out run --freeze all   # or none, or a number of blocks",
              "```", ""]
@@ -135,9 +137,11 @@ def _open(path: str | Path) -> zipfile.ZipFile:
     if not path.exists():
         raise TlguiError(f"encoder not found: {path} (make one with `python -m tlgui pretrain DATA --out DIR`)")
     try:
-        return zipfile.ZipFile(path)
+        z = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError):
         raise TlguiError(f"{path.name} is not a readable zip: give an encoder.zip made by `tlgui pretrain`") from None
+    check_zip_bomb(z.infolist(), path.name)  # a file from elsewhere is checked before anything is unpacked
+    return z
 
 
 def read_encoder_meta(path: str | Path) -> dict:
@@ -164,7 +168,8 @@ def load_encoder(path: str | Path, pretrained: bool = True) -> EncoderBackbone:
                 state = load_safetensors(z.read(WEIGHTS_FILE))
                 body.load_state_dict(state, strict=True)
             except Exception:  # a missing member, a damaged file or foreign tensors
-                raise TlguiError(f"{Path(path).name}: the encoder's weights are missing or damaged: run `tlgui pretrain` again") from None
+                raise TlguiError(f"{Path(path).name}: the encoder's weights are missing or damaged: "
+                                 "run `tlgui pretrain` again") from None
     return EncoderBackbone(str(path), body, meta["mean"], meta["std"], int(meta["image_size"]), meta["method"])
 
 

@@ -14,6 +14,7 @@ IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff",
 # Only these decoders ever see uploaded bytes: whatever a file's name, its content picks the decoder,
 # and some of Pillow's others (EPS) run external programs.
 FORMATS = ("JPEG", "PNG", "BMP", "GIF", "WEBP", "TIFF", "PPM")
+SIGNATURES = (b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"BM", b"II*\x00", b"MM\x00*", b"RIFF")
 MAX_PIXELS = 64_000_000  # TLGUI_MAX_MEGAPIXELS; larger pictures are refused before they are decoded
 
 Image.MAX_IMAGE_PIXELS = None  # we check the size ourselves, with a clear message
@@ -46,6 +47,8 @@ def open_rgb(data: bytes, draft: int | None = None) -> Image.Image:
     except BadImage:
         raise
     except UnidentifiedImageError:
+        if data.startswith(SIGNATURES):  # it starts like a picture, so it is one that got damaged
+            raise BadImage("truncated or damaged image") from None
         raise BadImage("not an image (or a format this tool does not read)") from None
     except Exception:  # Pillow raises many types for broken files: OSError, SyntaxError, ValueError...
         raise BadImage("truncated or damaged image") from None

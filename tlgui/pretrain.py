@@ -230,6 +230,7 @@ class Pretrainer:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.emit = Emitter([PretrainLog(self.out_dir / "metrics.jsonl"), *listeners], stop)
         self.device = pick_device(config.device)
+        self.mean = self.std = torch.zeros(1, 3, 1, 1)  # the training pictures' own, set once they are decoded
 
     def run(self) -> PretrainResult:
         t0 = time.perf_counter()
@@ -310,7 +311,7 @@ class Pretrainer:
                 model.train()
                 sums: dict[str, float] = {}
                 seen = 0
-                # a last batch of one would break BatchNorm: fold it into the shuffle's next epoch
+                # a last batch of one picture would break BatchNorm: skip it (the next shuffle puts it elsewhere)
                 batches = [b for b in index_batches(len(tr), cfg.batch_size, True, generator) if len(b) > 1]
                 for step, idx in enumerate(batches, start=1):
                     self.emit.check_stop()
@@ -389,22 +390,25 @@ def save_reconstructions(path: Path, model: nn.Module, pixels: torch.Tensor, bat
     if isinstance(model, VAE):
         rows.append(list(model.sample(2 * pairs_per_row, torch.Generator().manual_seed(seed)).cpu()))
     size = max(pixels.shape[-1], 64)  # small pictures are enlarged so that they can be seen
-    gap, cols = 4, 2 * pairs_per_row
-    sheet = Image.new("RGB", (cols * size + (cols + 1) * gap, len(rows) * size + (len(rows) + 1) * gap), "white")
+    gap, cols = 8, 2 * pairs_per_row  # an input and its reconstruction touch; pairs stand apart
+
+    def left(c: int) -> int:
+        return gap + c * size + (c // 2) * gap
+
+    sheet = Image.new("RGB", (left(cols - 1) + size + gap, len(rows) * (size + gap) + gap), "white")
     for r, row in enumerate(rows):
         for c, tile in enumerate(row):
             arr = (tile.clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
-            img = Image.fromarray(arr).resize((size, size), Image.NEAREST)
-            extra = gap if (c % 2 == 0 and r < len(rows) - isinstance(model, VAE)) else 0  # pairs sit together
-            sheet.paste(img, (gap + c * (size + gap) + (0 if extra else 0), gap + r * (size + gap)))
+            sheet.paste(Image.fromarray(arr).resize((size, size), Image.NEAREST), (left(c), gap + r * (size + gap)))
     tmp = path.with_name(f".{path.name}.tmp")
     sheet.save(tmp, format="PNG")
     os.replace(tmp, path)
     return path
 
 
-def print_progress(e: dict, out=sys.stdout) -> None:
+def print_progress(e: dict, out=None) -> None:
     """The CLI's listener: one line per epoch and per phase."""
+    out = out or sys.stdout  # looked up now, so that a redirected stdout is honoured
     kind = e["event"]
     if kind == "started":
         print(f"pretraining a {e['method']} on {e['device']}: {e['train_size']} train / {e['val_size']} val images "

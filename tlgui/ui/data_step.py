@@ -14,8 +14,8 @@ from .guard import error_line
 from .settings import DEFAULT_EXAMPLE
 from .text import t
 
-SAMPLES_PER_CLASS = 3
-MAX_SAMPLES = 36
+SAMPLES_PER_CLASS = 2
+MAX_SAMPLES = 30
 SKIPPED_SHOWN = 8
 
 
@@ -118,7 +118,7 @@ def build(page, ctx: AppContext) -> None:
                                        elem_id="dataset-summary", container=True, label=t("summary_label"))
             counts, pictures, texts = view_values(start)
             page.counts = gr.Plot(counts, label=t("counts_label"), elem_id="class-counts", show_label=False)
-    page.gallery = gr.Gallery(pictures, label=t("samples_label"), columns=12, height=230, object_fit="contain",
+    page.gallery = gr.Gallery(pictures, label=t("samples_label"), columns=10, height=250, object_fit="contain",
                               elem_id="samples", visible=pictures is not None, allow_preview=True)
     page.text_samples = gr.Dataframe(texts, label=t("text_samples_label"), interactive=False, wrap=True,
                                      visible=texts is not None, elem_id="text-samples", max_height=260)

@@ -20,9 +20,9 @@ def error_line(error: BaseException) -> str:
     return t("status_error", reason=reason.splitlines()[0] if reason else reason)
 
 
-def guarded(error_output) -> Callable:
+def guarded(error_output, reset: dict | None = None) -> Callable:
     """Wrap a handler that returns `{component: value}`: on any exception it returns
-    `{error_output: "**Error:** ..."}` instead and leaves the rest of the page as it was."""
+    `{error_output: "**Error:** ...", **reset}` instead and leaves the rest of the page as it was."""
 
     def decorate(fn: Callable) -> Callable:
         @functools.wraps(fn)
@@ -32,7 +32,7 @@ def guarded(error_output) -> Callable:
             except Exception as e:
                 if not isinstance(e, TlguiError):
                     log.exception("handler %s failed", fn.__name__)
-                return {error_output: error_line(e)}
+                return {**(reset or {}), error_output: error_line(e)}
 
         return wrapper
 

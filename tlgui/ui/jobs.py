@@ -37,6 +37,8 @@ class Progress:
     batch: dict | None = None  # the latest `batch` event
     ahead: int = 0  # runs before this one while it is queued
     error: str | None = None
+    warning: str | None = None  # the engine's latest warning (a halved batch size, say)
+    estimate: float | None = None  # the engine's own estimate of the whole run, in seconds
     stopping: bool = False
     has_model: bool = False
     metrics: dict = field(default_factory=dict)
@@ -59,6 +61,8 @@ class Job:
     phase: dict | None = None
     batch: dict | None = None
     error: str | None = None
+    warning: str | None = None
+    estimate: float | None = None
     metrics: dict = field(default_factory=dict)
     elapsed: float | None = None
     has_model: bool = False
@@ -66,7 +70,11 @@ class Job:
     def listen(self, e: dict) -> None:
         """The engine's listener: keep the latest of each kind; drawing is the page's business."""
         kind = e["event"]
-        if kind == "preparing":
+        if kind == "started":
+            self.estimate = (e.get("estimate") or {}).get("total")
+        elif kind == "warning":
+            self.warning = e.get("message")
+        elif kind == "preparing":
             self.phase = e
         elif kind == "batch":
             self.batch = e
@@ -160,8 +168,8 @@ class JobManager:
             if job is not None and job.state == "queued":
                 ahead = len(self._running) + list(self._queue).index(job)
         if job is not None and job.state not in runs.TERMINAL:
-            return Progress(run_id, job.state, list(job.history), job.phase, job.batch, ahead,
-                            stopping=job.stop.is_set())
+            return Progress(run_id, job.state, list(job.history), job.phase, job.batch, ahead, warning=job.warning,
+                            estimate=job.estimate, stopping=job.stop.is_set())
         return progress_from_disk(run_id, folder)
 
     def active_run(self, owner_runs: list[dict]) -> str | None:

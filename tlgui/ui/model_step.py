@@ -14,7 +14,7 @@ from .context import AppContext
 from .estimate import training_seconds
 from .text import duration, t
 
-DEFAULT_IMAGE_BACKBONE = "efficientnet_lite0"
+DEFAULTS = {"image": "efficientnet_lite0", "text": "minilm_l6"}  # pretrained, offline, frozen features
 WELL_KNOWN = ("resnet18", "resnet50", "mobilenet_v3_large", "convnext_tiny", "vit_b_16")  # shown in the table too
 IMAGE_SIZES = ("native", "160", "128", "96", "64", "32")
 AUGMENT = ("auto", "on", "off")
@@ -27,8 +27,8 @@ def backbones_for(task: str | None) -> list[BackboneInfo]:
 def default_backbones(task: str) -> list[str]:
     infos = backbones_for(task)
     names = [i.name for i in infos]
-    if task == "image" and DEFAULT_IMAGE_BACKBONE in names:
-        return [DEFAULT_IMAGE_BACKBONE]
+    if DEFAULTS.get(task) in names:
+        return [DEFAULTS[task]]
     offline = [i.name for i in infos if i.offline]
     return (offline or names)[:1]
 
@@ -87,8 +87,10 @@ def cli_command(state: dict | None, config: RunConfig) -> str:
 
 
 def _estimate(ctx: AppContext, infos: list[BackboneInfo], state: dict, config: RunConfig, wait: float) -> float | None:
-    spg = ctx.probe.seconds_per_gflop(wait)
-    if spg is None or not infos:
+    if not infos:
+        return None
+    spg = ctx.probe.seconds_per_gflop(infos[0].task, wait)
+    if spg is None:
         return None
     return training_seconds(infos, state["size"], epochs=config.epochs, val_split=config.val_split,
                             freeze=config.freeze, augment=config.augment, image_size=config.image_size,
@@ -123,7 +125,7 @@ def build(page, ctx: AppContext) -> None:
             with gr.Row():
                 page.fusion = gr.Dropdown(list(FUSIONS), value="concat", label=t("fusion_label"), elem_id="fusion",
                                           interactive=len(chosen) > 1)
-                page.freeze = gr.Dropdown(freeze_choices([i.name for i in backbones_for(None)][:1] and chosen), value="all",
+                page.freeze = gr.Dropdown(freeze_choices(chosen), value="all",
                                           label=t("freeze_label"), elem_id="freeze")
             page.fusion_help = gr.Markdown(fusion_help("concat", chosen), elem_classes=["tl-help"], elem_id="fusion-help")
             page.freeze_help = gr.Markdown(freeze_help("all", chosen), elem_classes=["tl-help"], elem_id="freeze-help")
@@ -170,20 +172,25 @@ def wire(page, ctx: AppContext) -> callable:
     def refresh(state: dict | None, backbones, fusion, freeze, *rest, wait: float = 0.0) -> dict:
         chosen = [b for b in (backbones or []) if b in registry()]
         choices = freeze_choices(chosen)
-        freeze = freeze if freeze in choices else "all"
-        out = {page.freeze: gr.Dropdown(choices=choices, value=freeze),
+        # set the value only when it no longer fits: a refresh still under way must not undo a newer choice
+        keep = freeze in choices
+        freeze = freeze if keep else "all"
+        out = {page.freeze: gr.Dropdown(choices=choices) if keep else gr.Dropdown(choices=choices, value=freeze),
                page.fusion: gr.Dropdown(interactive=len(chosen) > 1),
                page.fusion_help: fusion_help(fusion or "concat", chosen),
                page.freeze_help: freeze_help(freeze, chosen),
                page.image_size: gr.Dropdown(choices=_image_size_choices(chosen))}
+        task = state["task"] if state else "image"
         try:
+            if not backbones_for(task):
+                raise TlguiError(t("no_backbones", task=task))
             config = make_config(chosen, fusion, freeze, *rest)
         except TlguiError as e:
-            out.update({page.estimate: f"⚠️ {e}", page.table: backbone_table(ctx, state, None, chosen)})
+            out.update({page.estimate: f"**Warning:** {e}", page.table: backbone_table(ctx, state, None, chosen)})
             return out
         seconds = _estimate(ctx, [registry()[n] for n in chosen], state, config, wait) if state else None
         estimate = t("estimate", time=duration(seconds), device=ctx.probe.device) if seconds is not None else (
-            t("estimate_pending") if ctx.probe.seconds_per_gflop() is None else "")
+            t("estimate_pending") if ctx.probe.measuring(task) else "")
         out.update({page.table: backbone_table(ctx, state, config, chosen), page.estimate: estimate,
                     page.cli: cli_command(state, config)})
         return out
@@ -195,6 +202,8 @@ def wire(page, ctx: AppContext) -> callable:
 
     def refresh_waiting(state, *settings):  # after a page load the speed probe may still be running
         return refresh(state, *settings, wait=10.0)
+
+    page.refresh_waiting, page.refresh_outputs = refresh_waiting, outputs
 
     def then_refresh(event):
         return (event.then(for_dataset, [page.dataset_state, page.backbones], [page.backbones], api_visibility="private",

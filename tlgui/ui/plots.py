@@ -12,8 +12,8 @@ PALETTE = ["#6366f1", "#f97316", "#10b981", "#ef4444", "#0ea5e9", "#a855f7", "#e
 
 
 def _style(fig: go.Figure, height: int) -> go.Figure:
-    fig.update_layout(template="plotly_white", height=height, margin=dict(l=50, r=20, t=40, b=40),
-                      legend=dict(orientation="h", yanchor="bottom", y=1.08, xanchor="right", x=1),
+    fig.update_layout(template="plotly_white", height=height, margin=dict(l=50, r=20, t=70, b=40),
+                      legend=dict(orientation="h", yanchor="top", y=-0.22, xanchor="center", x=0.5),
                       font=dict(size=12))
     return fig
 
@@ -41,7 +41,7 @@ def curves(history: list[dict]) -> go.Figure:
     fig.update_yaxes(range=[0, 1.02], row=1, col=2)
     if not history:
         fig.add_annotation(text=t("plot_waiting"), showarrow=False, xref="paper", yref="paper", x=0.5, y=0.5)
-    return _style(fig, 320)
+    return _style(fig, 370)
 
 
 def confusion(metrics: dict) -> go.Figure:
@@ -75,6 +75,4 @@ def compare(series: list[tuple[str, list[dict]]]) -> go.Figure:
                           row=1, col=col)
     fig.update_xaxes(title_text=t("plot_epoch"))
     fig.update_yaxes(range=[0, 1.02], row=1, col=2)
-    fig = _style(fig, 340)
-    fig.update_layout(legend=dict(orientation="h", yanchor="top", y=-0.2, xanchor="left", x=0))
-    return fig
+    return _style(fig, 360)

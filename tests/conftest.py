@@ -1,0 +1,112 @@
+"""Fixtures of the web app's tests: the app in a subprocess, Debian's chromium, small real datasets."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+STARTUP_S = 240  # importing gradio and torch takes 15 s on an idle 2-core machine, far more on a busy one
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/gradio_api/info", timeout=5) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def app_server(tmp_path_factory):
+    """`python app.py` on a free port; runs, uploads and temporary files stay in the test's folder."""
+    base = tmp_path_factory.mktemp("app")
+    dirs = {name: base / name for name in ("runs", "gradio", "tmp", "features")}
+    for d in dirs.values():
+        d.mkdir()
+    env = {**os.environ, "TLGUI_RUNS_DIR": str(dirs["runs"]), "GRADIO_TEMP_DIR": str(dirs["gradio"]),
+           "TMPDIR": str(dirs["tmp"]), "TLGUI_CACHE_DIR": str(dirs["features"]), "TLGUI_MAX_JOBS": "1",
+           "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONUNBUFFERED": "1"}
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = (base / "app.log").open("w")
+    proc = subprocess.Popen([sys.executable, "app.py", "--port", str(port)], cwd=ROOT, env=env, stdout=log,
+                            stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + STARTUP_S
+    while not _answers(url):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError(f"the app did not start:\n{(base / 'app.log').read_text()[-3000:]}")
+        time.sleep(0.5)
+    yield {"url": url, "runs": dirs["runs"], "log": base / "app.log"}
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    log.close()
+
+
+@pytest.fixture(scope="session")
+def app_url(app_server) -> str:
+    return app_server["url"]
+
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args(browser_type_launch_args):
+    return {**browser_type_launch_args, "executable_path": CHROMIUM, "args": CHROMIUM_ARGS}
+
+
+@pytest.fixture(scope="session")
+def browser_context_args(browser_context_args):
+    return {**browser_context_args, "accept_downloads": True, "viewport": {"width": 1280, "height": 1000}}
+
+
+@pytest.fixture(scope="session")
+def animal_zip(tmp_path_factory) -> Path:
+    """A real uploadable dataset: 4 Animal-MNIST classes, 25 silhouettes each, zipped in class folders."""
+    import realdata
+
+    images, labels, names = realdata.animal_mnist(25, classes=[0, 2, 4, 9])
+    return realdata.write_class_zip(tmp_path_factory.mktemp("data") / "animals.zip", images, labels, names)
+
+
+@pytest.fixture(scope="session")
+def tiny_zip(tmp_path_factory) -> Path:
+    """40 Animal-MNIST silhouettes of 4 classes: small enough that training every layer takes seconds an epoch."""
+    import realdata
+
+    images, labels, names = realdata.animal_mnist(10, classes=[1, 3, 5, 7], seed=1)
+    return realdata.write_class_zip(tmp_path_factory.mktemp("data") / "tiny.zip", images, labels, names)
+
+
+@pytest.fixture(scope="session")
+def fashion_pictures(tmp_path_factory) -> list[Path]:
+    """Fashion-MNIST test-split pictures (never among the built-in example's training pictures), as PNG files."""
+    import realdata
+
+    images, labels, names = realdata.fashion_mnist(1, split="test", classes=[1, 7])  # a trouser, a sneaker
+    folder = tmp_path_factory.mktemp("pictures")
+    paths = []
+    for image, label in zip(images, labels, strict=True):
+        path = folder / f"{names[label]}.png"
+        path.write_bytes(realdata.encode_image(image))
+        paths.append(path)
+    return paths

@@ -1,0 +1,202 @@
+"""The page: the five steps of the user's path, put together and wired to the job manager."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from types import SimpleNamespace
+
+import gradio as gr
+
+from ..backbones import get_info
+from ..errors import TlguiError
+from . import data_step, model_step, plots, results_step, runs, runs_step, train_step, try_step
+from .context import AppContext
+from .guard import guarded
+from .sessions import browser_secret
+from .settings import AppSettings
+from .text import t
+
+log = logging.getLogger("tlgui.ui")
+CSS_FILE = Path(__file__).with_name("style.css")
+
+
+def run_outputs(page) -> list:
+    """Everything that shows one run: status, progress, curves, results, try-it, the runs list."""
+    return [page.status, page.progress, page.loss_plot, page.shown_state, page.timer, page.done_state,
+            *results_step.outputs(page), *try_step.outputs(page), *runs_step.outputs(page)]
+
+
+def run_view(page, ctx: AppContext, run_id: str | None, request: gr.Request | None) -> dict:
+    """The whole page for `run_id` (None: no run yet); the timer runs while the run does."""
+    owner = ctx.owner(request)
+    folder = runs.folder_of(ctx.settings.runs_root, run_id, owner) if run_id else None
+    out = runs_step.view(page, ctx, owner, run_id if folder else None)
+    if folder is None:
+        out.update({page.status: t("status_idle"), page.progress: "", page.loss_plot: None, page.shown_state: -1,
+                    page.timer: gr.Timer(active=False), page.done_state: None})
+        out.update(results_step.hidden(page))
+        out.update(try_step.view(page, None, "image"))
+        return out
+    p = ctx.jobs.progress(run_id, folder)
+    task = (runs.read_meta(folder) or {}).get("task", "image")
+    out.update({page.status: train_step.status_line(p, ctx.settings.max_jobs), page.progress: train_step.progress_html(p),
+                page.loss_plot: plots.curves(p.history), page.shown_state: len(p.history),
+                page.timer: gr.Timer(active=not p.done), page.done_state: run_id if p.done else None})
+    out.update(results_step.view(page, folder, task) if p.done else results_step.hidden(page))
+    out.update(try_step.view(page, folder if p.done else None, task))
+    return out
+
+
+def wire_training(page, ctx: AppContext) -> None:
+    limit = ctx.settings.max_jobs
+
+    @guarded(page.status, reset={page.started_state: None})
+    def start(state: dict | None, backbones: list[str], fusion: str, freeze: str, epochs: float, lr: float,
+              batch_size: float, image_size: str, val_split: float, augment: str, patience: float, seed: float,
+              request: gr.Request) -> dict:
+        """Queue a run with the page's settings; the page then follows it through the timer.
+
+        Returns the new run as `started_state` too, which stays None when the run could not start."""
+        if not state:
+            raise TlguiError(t("no_dataset"))
+        config = model_step.make_config(backbones, fusion, freeze, epochs, lr, batch_size, image_size, val_split,
+                                        augment, patience, seed)
+        for name in config.backbones:
+            task = get_info(name).task
+            if task != state["task"]:
+                raise TlguiError(t("wrong_task", name=name, kind=t(f"kind_{task}"), data=t(f"kind_{state['task']}")))
+        dataset = ctx.store.get(state["path"])
+        owner = ctx.owner(request)
+        number = 1 + max((m.get("number", 0) for m in runs.list_runs(ctx.settings.runs_root, owner)), default=0)
+        meta = {"label": f"#{number} {state['name']} · {' + '.join(config.backbones)}", "number": number,
+                "dataset": state["name"], "task": state["task"], "backbones": list(config.backbones),
+                "epochs": config.epochs}
+        run_id = ctx.jobs.submit(owner, config, dataset, meta)
+        p = ctx.jobs.progress(run_id, ctx.settings.runs_root / run_id)
+        return {page.run_state: run_id, page.started_state: run_id, page.status: train_step.status_line(p, limit)}
+
+    def follow(started: str | None, request: gr.Request) -> dict:
+        if not started:  # the click did not start a run: the status already says why
+            return {page.done_state: gr.skip()}
+        return run_view(page, ctx, started, request)
+
+    page.train_btn.click(start, [page.dataset_state, *page.settings], [page.run_state, page.started_state, page.status],
+                         api_name="train").then(follow, [page.started_state], run_outputs(page), api_visibility="private",
+                                                show_progress="hidden")
+
+    @guarded(page.status)
+    def stop(run_id: str | None, request: gr.Request) -> dict:
+        folder = ctx.run_folder(run_id, request)
+        ctx.jobs.stop(run_id)
+        return {page.status: train_step.status_line(ctx.jobs.progress(run_id, folder), limit)}
+
+    page.stop_btn.click(stop, [page.run_state], [page.status], api_name="stop")
+
+    @guarded(page.status)
+    def status(run_id: str | None, request: gr.Request) -> dict:
+        folder = ctx.run_folder(run_id, request)
+        return {page.status: train_step.status_line(ctx.jobs.progress(run_id, folder), limit)}
+
+    page.status_api.click(status, [page.run_state], [page.status], api_name="status")
+
+    def poll(run_id: str | None, shown: int, request: gr.Request) -> dict:
+        """One timer tick: status and progress always, the curve only when an epoch ended."""
+        try:
+            folder = ctx.run_folder(run_id, request)
+        except TlguiError:
+            return {page.timer: gr.Timer(active=False)}
+        p = ctx.jobs.progress(run_id, folder)
+        out = {page.status: train_step.status_line(p, limit), page.progress: train_step.progress_html(p)}
+        if len(p.history) != shown:
+            out.update({page.loss_plot: plots.curves(p.history), page.shown_state: len(p.history)})
+        if p.done:
+            out.update({page.timer: gr.Timer(active=False), page.done_state: run_id})
+        return out
+
+    page.timer.tick(poll, [page.run_state, page.shown_state],
+                    [page.status, page.progress, page.loss_plot, page.shown_state, page.timer, page.done_state],
+                    api_visibility="private", show_progress="hidden", concurrency_limit=None)
+
+    def ended(run_id: str | None, request: gr.Request) -> dict:
+        return run_view(page, ctx, run_id, request) if run_id else {page.done_state: gr.skip()}
+
+    page.done_state.change(ended, [page.done_state], run_outputs(page), api_visibility="private", show_progress="hidden")
+
+
+def wire_runs(page, ctx: AppContext) -> None:
+    def open_run(run_id: str | None, request: gr.Request) -> dict:
+        if not run_id:
+            return {page.runs_msg: ""}
+        return {page.run_state: run_id, page.runs_msg: "", **run_view(page, ctx, run_id, request)}
+
+    page.open_btn.click(open_run, [page.run_pick], [page.run_state, page.runs_msg, *run_outputs(page)],
+                        api_visibility="private")
+
+    @guarded(page.runs_msg)
+    def delete(run_id: str | None, current: str | None, request: gr.Request) -> dict:
+        folder = ctx.run_folder(run_id, request)
+        if ctx.jobs.is_active(run_id):
+            raise TlguiError(t("delete_running"))
+        label = runs_step.run_label(runs.read_meta(folder) or {"id": run_id})
+        runs.delete(folder)
+        ctx.jobs.forget(run_id)
+        ctx.drop_model(run_id)
+        keep = current if current != run_id else None
+        return {page.run_state: keep, page.runs_msg: t("deleted", label=label), **run_view(page, ctx, keep, request)}
+
+    page.delete_btn.click(delete, [page.run_pick, page.run_state], [page.run_state, page.runs_msg, *run_outputs(page)],
+                          api_visibility="private")
+
+
+def wire_session(page, ctx: AppContext, demo: gr.Blocks) -> None:
+    def on_load(token: str | None, request: gr.Request) -> dict:
+        """Bind the page to its browser; show the run still going (closing a tab never stops one), else the latest."""
+        token = ctx.sessions.register(request, token)
+        mine = runs.list_runs(ctx.settings.runs_root, token)
+        run_id = ctx.jobs.active_run(mine) or (mine[0]["id"] if mine else None)
+        return {page.owner: token, page.run_state: run_id, **run_view(page, ctx, run_id, request)}
+
+    demo.load(on_load, [page.owner], [page.owner, page.run_state, *run_outputs(page)], api_visibility="private",
+              show_progress="hidden").then(page.refresh_waiting, [page.dataset_state, *page.settings],
+                                           page.refresh_outputs, api_visibility="private", show_progress="hidden")
+
+    def on_unload(request: gr.Request) -> None:
+        ctx.sessions.forget(request)
+
+    demo.unload(on_unload)
+
+
+def build_demo(ctx: AppContext) -> gr.Blocks:
+    page = SimpleNamespace()
+    ctx.probe.start()
+    # uploads older than two days go (a run reads its upload only while it trains)
+    with gr.Blocks(title="tlgui", fill_width=False, delete_cache=(3600, 2 * 86400)) as demo:
+        page.owner = gr.BrowserState(None, storage_key="tlgui-owner", secret=browser_secret(ctx.settings.runs_root))
+        gr.Markdown(f"# {t('title')}\n{t('intro')}", elem_id="header")
+        data_step.build(page, ctx)
+        model_step.build(page, ctx)
+        train_step.build(page, ctx)
+        results_step.build(page, ctx)
+        try_step.build(page, ctx)
+        runs_step.build(page, ctx)
+        then_refresh = model_step.wire(page, ctx)
+        data_step.wire(page, ctx, then_refresh)
+        wire_training(page, ctx)
+        try_step.wire(page, ctx)
+        runs_step.wire(page, ctx)
+        wire_runs(page, ctx)
+        wire_session(page, ctx, demo)
+    return demo
+
+
+def launch(host: str = "127.0.0.1", port: int = 7860, settings: AppSettings | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = settings or AppSettings.from_env()
+    ctx = AppContext.create(settings)
+    demo = build_demo(ctx)
+    demo.queue(default_concurrency_limit=4, max_size=64)
+    log.info("runs are kept in %s; %d run(s) train at a time", settings.runs_root, settings.max_jobs)
+    demo.launch(server_name=host, server_port=port, max_file_size=f"{settings.max_upload_mb}mb",
+                allowed_paths=[str(settings.runs_root)], css=CSS_FILE.read_text(),
+                theme=gr.themes.Soft(primary_hue="indigo", neutral_hue="slate"), show_error=False)

@@ -1,0 +1,69 @@
+"""Earlier runs of this browser: listed, reopened, compared on one chart, deleted."""
+
+from __future__ import annotations
+
+import time
+
+import gradio as gr
+import pandas as pd
+
+from . import plots, runs
+from .context import AppContext
+from .guard import guarded
+from .text import percent, t
+
+
+def run_label(meta: dict) -> str:
+    when = time.strftime("%b %d %H:%M", time.localtime(meta.get("created", 0)))
+    return f"{meta.get('label', meta['id'])} · {when}"
+
+
+def build(page, ctx) -> None:
+    gr.Markdown(f"## {t('step_runs')}")
+    page.runs_table = gr.Dataframe(None, label=None, interactive=False, elem_id="runs-table", max_height=260, wrap=True)
+    page.runs_empty = gr.Markdown(t("runs_empty"), elem_id="runs-empty")
+    with gr.Row(equal_height=False):
+        page.run_pick = gr.Dropdown([], value=None, label=t("runs_pick_label"), elem_id="run-pick", scale=4)
+        with gr.Column(scale=1, min_width=160):
+            page.open_btn = gr.Button(t("open_btn"), elem_id="open-btn", size="md")
+            page.delete_btn = gr.Button(t("delete_btn"), variant="stop", elem_id="delete-btn", size="md")
+    page.runs_msg = gr.Markdown("", elem_id="runs-message")
+    page.compare = gr.Dropdown([], value=[], multiselect=True, label=t("compare_label"), elem_id="compare")
+    page.compare_plot = gr.Plot(None, label=t("compare_plot_label"), elem_id="compare-plot", visible=False)
+
+
+def outputs(page) -> list:
+    return [page.runs_table, page.runs_empty, page.run_pick, page.compare]
+
+
+def view(page, ctx: AppContext, owner: str, current: str | None = None) -> dict:
+    metas = runs.list_runs(ctx.settings.runs_root, owner)
+    rows = []
+    for meta in metas:
+        res = runs.results(ctx.settings.runs_root / meta["id"]) or {}
+        acc = res.get("metrics", {}).get("accuracy")
+        rows.append((run_label(meta), t(f"state_{meta.get('state', 'failed')}"), percent(acc) if acc is not None else "–",
+                     ", ".join(meta.get("backbones", []))))
+    table = pd.DataFrame(rows, columns=[t("col_run"), t("col_status"), t("col_accuracy"), t("col_backbone")])
+    choices = [(run_label(m), m["id"]) for m in metas]
+    ids = {m["id"] for m in metas}
+    return {page.runs_table: gr.Dataframe(value=table, visible=bool(rows)),
+            page.runs_empty: gr.Markdown(visible=not rows),
+            page.run_pick: gr.Dropdown(choices=choices, value=current if current in ids else None),
+            page.compare: gr.Dropdown(choices=choices)}
+
+
+def wire(page, ctx: AppContext) -> None:
+    @guarded(page.runs_msg)
+    def compare(ids: list[str] | None, request: gr.Request) -> dict:
+        series = []
+        for run_id in ids or []:
+            folder = ctx.run_folder(run_id, request)
+            meta = runs.read_meta(folder) or {}
+            res = runs.results(folder) or {}
+            series.append((run_label(meta), res.get("history") or runs.history(folder)))
+        return {page.compare_plot: gr.Plot(value=plots.compare(series) if series else None, visible=bool(series)),
+                page.runs_msg: ""}
+
+    page.compare.change(compare, [page.compare], [page.compare_plot, page.runs_msg], api_visibility="private",
+                        show_progress="hidden")

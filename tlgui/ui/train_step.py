@@ -1,0 +1,82 @@
+"""Step 3: Train and Stop, and a page that follows the run (status, progress bar, learning curves)."""
+
+from __future__ import annotations
+
+import html
+
+import gradio as gr
+
+from .jobs import Progress
+from .text import duration, percent, t
+
+POLL_SECONDS = 1.0  # redrawing a plotly figure costs the browser ~100 ms: at most once a second
+
+
+def status_line(p: Progress | None, limit: int) -> str:
+    if p is None:
+        return t("status_idle")
+    if p.state == "queued":
+        return t("status_queued", ahead=p.ahead, limit=limit)
+    if p.state == "running":
+        if p.stopping:
+            return t("status_stopping")
+        if p.batch:
+            eta = p.batch.get("eta")
+            return t("status_training", epoch=p.batch["epoch"], epochs=p.batch["epochs"],
+                     eta=t("status_eta", time=duration(eta)) if eta is not None and p.batch["progress"] > 0.02 else "")
+        if p.phase:
+            whole = t("status_whole", time=duration(p.estimate)) if p.estimate else ""
+            return t("status_preparing", what=p.phase["what"], done=p.phase["done"], total=p.phase["total"]) + whole
+        return t("status_starting")
+    if p.state == "finished":
+        m = p.metrics
+        ran = len(p.history)
+        if m.get("per_class"):
+            return t("status_finished", elapsed=duration(p.elapsed), accuracy=percent(m["accuracy"]),
+                     f1=f"{m['macro_f1']:.3f}", best=m.get("best_epoch", ran), ran=ran)
+        return t("status_finished_noval", elapsed=duration(p.elapsed), ran=ran)
+    if p.state == "stopped":
+        if p.has_model:
+            return t("status_stopped", ran=len(p.history), best=p.metrics.get("best_epoch", len(p.history)))
+        return t("status_stopped_empty")
+    return t("status_error", reason=p.error or "the run failed")
+
+
+def progress_html(p: Progress | None) -> str:
+    """A thin bar with one line under it: which phase, how far."""
+    if p is None:
+        return ""
+    if p.done:
+        fraction, label = 1.0, ""
+    elif p.state == "queued":
+        fraction, label = 0.0, t("state_queued")
+    elif p.batch:
+        b = p.batch
+        fraction, label = b["progress"], f"epoch {b['epoch']}/{b['epochs']} · batch {b['step']}/{b['steps']}"
+    elif p.phase:
+        fraction = p.phase["done"] / max(p.phase["total"], 1)
+        label = f"{p.phase['what']} {p.phase['done']}/{p.phase['total']}"
+    else:
+        fraction, label = 0.0, ""
+    if p.warning:
+        label = f"{label} · {p.warning}" if label else p.warning
+    return (f'<div class="tl-progress" role="progressbar" aria-valuenow="{round(100 * fraction)}" aria-valuemin="0" '
+            f'aria-valuemax="100"><div class="tl-bar" style="width:{100 * fraction:.1f}%"></div></div>'
+            f'<div class="tl-progress-text">{html.escape(label)}</div>')
+
+
+def build(page, ctx) -> None:
+    gr.Markdown(f"## {t('step_train')}")
+    with gr.Row():
+        page.train_btn = gr.Button(t("train_btn"), variant="primary", elem_id="train-btn", scale=3)
+        page.stop_btn = gr.Button(t("stop_btn"), variant="stop", elem_id="stop-btn", scale=1)
+    page.status = gr.Markdown(t("status_idle"), elem_id="status", container=True)
+    page.progress = gr.HTML("", elem_id="progress")
+    page.loss_plot = gr.Plot(None, label=t("loss_label"), elem_id="loss-plot")
+    page.timer = gr.Timer(POLL_SECONDS, active=False)
+    page.run_state = gr.State(None)  # the run this page shows
+    page.started_state = gr.State(None)  # the run a Train click just started (None when it could not start)
+    page.shown_state = gr.State(-1)  # epochs drawn in the curve so far
+    page.done_state = gr.State(None)  # set to the run id once it ended: shows the results
+    # programs ask for the status through this button's event; people see it change on its own
+    page.status_api = gr.Button(visible=False)
