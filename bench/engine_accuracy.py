@@ -73,7 +73,7 @@ def main() -> None:
     lr_time = time.perf_counter() - t
 
     n_train, n_test = len(train_ds), len(test_ds)
-    print(f"| measure | value |\n|---|---|")
+    print("| measure | value |\n|---|---|")
     print(f"| data | Fashion-MNIST, {n_train} training images (80% train / 20% val), {n_test} test images |")
     print(f"| backbone | {args.backbone} frozen, native size |")
     print(f"| tlgui `train --epochs 10` test accuracy | {tlgui_acc:.4f} |")

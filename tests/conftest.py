@@ -110,3 +110,16 @@ def fashion_pictures(tmp_path_factory) -> list[Path]:
         path.write_bytes(realdata.encode_image(image))
         paths.append(path)
     return paths
+
+
+@pytest.fixture(autouse=True)
+def fail_on_page_errors(request):
+    """Fail a test whose page threw a JavaScript error (a broken component, say)."""
+    if "page" not in request.fixturenames:
+        yield
+        return
+    page = request.getfixturevalue("page")
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    yield
+    assert not errors, errors

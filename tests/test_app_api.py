@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -32,13 +33,15 @@ def wait_until_done(client: Client) -> str:
 
 def test_named_endpoints_are_the_documented_ones(client):
     names = set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
-    assert names == {"/load_dataset", "/train", "/stop", "/status", "/predict", "/download"}
+    assert names == {"/load_dataset", "/train", "/stop", "/resume", "/status", "/predict", "/download", "/pretrain",
+                     "/pretrain_stop", "/pretrain_status"}
 
 
 def test_upload_train_poll_download_predict(client, animal_zip, fashion_pictures, tmp_path):
     summary = client.predict(handle_file(str(animal_zip)), api_name="/load_dataset")
     assert "animals" in summary and "4 classes" in summary and "100 images used" in summary
-    status = client.predict(backbones=["efficientnet_lite0"], epochs=2, image_size="32", api_name="/train")
+    status = client.predict(backbones=["efficientnet_lite0"], epochs=2, image_size="32", export=["onnx"],
+                            api_name="/train")
     assert "Error" not in status, status
     status = wait_until_done(client)
     assert "Finished" in status and "validation accuracy" in status, status
@@ -46,6 +49,7 @@ def test_upload_train_poll_download_predict(client, animal_zip, fashion_pictures
 
     path = Path(client.predict(api_name="/download"))
     assert path.name == "model.zip" and path.is_relative_to(tmp_path / "downloads")
+    assert "model.onnx" in zipfile.ZipFile(path).namelist()  # asked for: runs without tlgui
     model = load_bundle(path)
     assert model.classes == ANIMAL_CLASSES
     assert model.predict([str(fashion_pictures[0])])[0]["label"] in ANIMAL_CLASSES

@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 import zipfile
 from pathlib import Path
 
@@ -341,9 +342,8 @@ class AppServer:
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> str:
-        import time
-
-        port = _free_port()
+        """Start on a free port, or on the same one again: a browser keeps its runs per address."""
+        port = self.port = getattr(self, "port", None) or _free_port()
         self.url = f"http://127.0.0.1:{port}"
         log = (self.base / "app.log").open("a")
         self.proc = subprocess.Popen([sys.executable, "app.py", "--port", str(port)], cwd=ROOT, env=self.env,
@@ -388,8 +388,6 @@ def _client(url: str, downloads: Path):
 
 
 def _wait_status(client, words: tuple[str, ...], timeout: float = APP_RUN_S) -> str:
-    import time
-
     deadline = time.monotonic() + timeout
     status = client.predict(api_name="/status")
     while not any(w in status for w in words):
@@ -438,35 +436,43 @@ def test_two_users_at_once_each_get_their_own_run(app, data, small_data, tmp_pat
         assert load_bundle(stopped / "model.zip").classes == ["t-shirt", "trouser"]
 
 
-def test_server_killed_mid_run_leaves_a_resumable_run(app, small_data, tmp_path):
-    """SIGKILL the server while it trains: the run folder holds a consistent checkpoint and no half
-    file; the restarted server says the run was interrupted; the engine resumes and finishes it."""
-    from gradio_client import handle_file
+def test_server_killed_mid_run_is_resumed_from_the_page(app, page, small_data):
+    """SIGKILL the server while a browser's run trains: the folder holds a whole checkpoint and no
+    model; after a restart the same browser sees the run as interrupted, and Resume goes on from
+    the epoch after its checkpoint, not from the start."""
+    import re
 
-    client = _client(app.url, tmp_path / "dl")
-    client.predict(handle_file(str(small_data)), api_name="/load_dataset")
+    from test_app_browser import open_app, small_settings, upload, wait_ready, wait_status
+
+    open_app(page, app.url)
+    upload(page, small_data)
+    wait_ready(page, small_data.name)
+    small_settings(page, epochs=300, freeze="none", patience=0)
     before = set(app.runs.iterdir())
-    status = client.predict(backbones=["efficientnet_lite0"], freeze="none", epochs=30, patience=0, image_size="32",
-                            batch_size=8, api_name="/train")
-    assert "Error" not in status, status
-    _wait_status(client, ("epoch 2/30",))  # epoch 1 ended: its checkpoint is on disk
-    app.kill()
+    page.click("#train-btn")
+    wait_status(page, "Training")
     (folder,) = set(app.runs.iterdir()) - before
+    deadline = time.monotonic() + APP_RUN_S
+    while not (folder / "checkpoint.json").exists():  # an epoch ended: its checkpoint is on disk
+        assert time.monotonic() < deadline, page.inner_text("#status")
+        time.sleep(0.1)
+    app.kill()
     assert run_state(folder) == "interrupted"
-    left = files(folder)
+    left = files(folder)  # a `.NAME.tmp` may be there (killed mid-write), the real names are whole
     assert {"checkpoint.safetensors", "checkpoint.json", "config.json", "metrics.jsonl", "running.json"} <= left
-    assert not left & set(HALF_WRITTEN) and "model.zip" not in left and "results.json" not in left
-    done_epochs = json.loads((folder / "checkpoint.json").read_text())["epoch"]
-    assert done_epochs >= 1
+    assert "model.zip" not in left and "results.json" not in left
+    done = json.loads((folder / "checkpoint.json").read_text())["epoch"]
+    assert done >= 1
 
-    app.start()  # the same runs folder, a fresh process
-    meta = json.loads((folder / "run.json").read_text())
-    assert meta["state"] == "failed" and "restarted" in meta["error"]
-    fresh = _client(app.url, tmp_path / "dl2")
-    assert fresh.predict(api_name="/status") == "**Error:** no run is going: press Train first"
-
-    config = RunConfig.load(folder / "config.json")  # the run's own settings, as `train --resume` reads them
-    listen, stop = stopper("epoch", epoch=done_epochs + 1)  # one more epoch is enough to show it goes on
-    resumed = train(config, read_dataset(small_data), folder, [listen], stop, resume=True)
-    assert resumed.status == "stopped" and [h["epoch"] for h in resumed.history] == list(range(1, done_epochs + 2))
+    app.start()  # the same address and runs folder, a fresh process
+    assert not files(folder) & set(HALF_WRITTEN)
+    page.goto(app.url)
+    assert f"go on from epoch {done}" in wait_status(page, "Interrupted")
+    page.click("#resume-btn")
+    status = wait_status(page, "Training")
+    assert int(re.search(r"epoch (\d+)/300", status)[1]) > done, status
+    page.click("#stop-btn")
+    assert "best model" in wait_status(page, "Stopped", timeout=60_000)
+    history = json.loads((folder / "results.json").read_text())["history"]
+    assert [h["epoch"] for h in history] == list(range(1, len(history) + 1)) and len(history) > done
     assert load_bundle(folder / "model.zip").classes == ["t-shirt", "trouser"]

@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from realdata import fashion_mnist, write_class_zip
+from realdata import fashion_mnist
 from tlgui.bundle import load_bundle
 from tlgui.cli import main
 from tlgui.config import RunConfig

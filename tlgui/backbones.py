@@ -27,7 +27,10 @@ class FeatureExtractor(nn.Module):
     """A network that maps a batch of inputs to pooled features of width `out_dim`.
 
     `freeze(n)` stops gradients in the first n stages and keeps their BatchNorm statistics
-    fixed (their layers stay in eval mode even while the model trains).
+    fixed (their layers stay in eval mode even while the model trains). With `keep_norm_stats`
+    (pretrained weights) every BatchNorm layer keeps its statistics while its scale and shift
+    still train: on small batches of small pictures, batch statistics stray far from the
+    pretrained ones and fine-tuning would start by wrecking the features it came for.
     """
 
     task = "image"
@@ -39,6 +42,7 @@ class FeatureExtractor(nn.Module):
         self.out_dim = out_dim
         self.stages = stages if stages is not None else split_stages(body)
         self.frozen = 0
+        self.keep_norm_stats = False
 
     def freeze(self, freeze: str | int) -> None:
         n = {"all": len(self.stages), "none": 0}.get(str(freeze))
@@ -54,6 +58,10 @@ class FeatureExtractor(nn.Module):
         for stage in self.stages[: self.frozen]:
             for m in stage:
                 m.eval()
+        if self.keep_norm_stats:
+            for m in self.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
         return self
 
     @property
@@ -99,6 +107,7 @@ class BackboneInfo:
     feature_dim: int
     offline: bool
     gflops: float = 0.0
+    trains_when_frozen: bool = False  # a part trained from scratch (glove_bilstm's LSTM) trains at every freeze
     mean: tuple = IMAGENET_MEAN
     std: tuple = IMAGENET_STD
     source: str = "torchvision"

@@ -1,4 +1,4 @@
-"""The model bundle `model.zip`: safetensors weights, `tlgui.json`, a model card; and loading it back.
+"""The model bundle `model.zip`: safetensors weights, `tlgui.json`, a model card, exports where asked; and loading it back.
 
 Loading never unpickles anything: weights come from safetensors, settings from JSON.
 """
@@ -6,10 +6,10 @@ Loading never unpickles anything: weights come from safetensors, settings from J
 from __future__ import annotations
 
 import datetime as dt
-import io
 import json
 import os
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,11 +19,12 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
 from .backbones import restore_backbone
-from .config import RunConfig
+from .config import RunConfig, check_exports
 from .errors import TlguiError
+from .export import FILES, check_task, export_bytes, usage
 from .images import BadImage, open_rgb, square_tensor_bytes
 from .model import Classifier
-from .runs import disk_full
+from .runs import atomic_write, disk_full
 from .sources import check_zip_bomb
 
 FORMAT_VERSION = 1
@@ -44,8 +45,10 @@ def transfer_kind(config: RunConfig) -> str:
     return f"parameters: pretrained weights, {mode}"
 
 
-def save_bundle(path: Path, model: Classifier, config: RunConfig, dataset, metrics: dict, history: list[dict]) -> Path:
-    """Write `path` atomically: built under a temporary name, then renamed."""
+def save_bundle(path: Path, model: Classifier, config: RunConfig, dataset, metrics: dict, history: list[dict],
+                warn: Callable[[str], None] | None = None) -> Path:
+    """Write `path` atomically: built under a temporary name, then renamed. With `warn`, an export
+    asked for in `config.export` that fails is left out and warned about, so the trained model is kept."""
     path = Path(path)
     backbones = [b.describe() for b in model.backbones]
     meta = {
@@ -62,23 +65,76 @@ def save_bundle(path: Path, model: Classifier, config: RunConfig, dataset, metri
         "metrics": {k: v for k, v in metrics.items() if k != "confusion"},
         "dataset": {k: v for k, v in dataset.report().items() if k != "skipped_files"},
         "epochs_run": len(history),
+        "exports": {},
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
+    files = {}
+    for fmt in config.export:
+        try:
+            files[FILES[fmt]], meta["exports"][fmt] = export_bytes(model, fmt, meta["preprocessing"]["image_size"],
+                                                                   meta["classes"])
+        except TlguiError as e:
+            if warn is None:
+                raise
+            warn(f"{e}; the model was saved without it")
     state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+
+    def write(z: zipfile.ZipFile) -> None:
+        # stored, not deflated: float weights shrink by under 10% but take seconds per 100 MB to pack
+        z.writestr("model.safetensors", save_safetensors(state), compress_type=zipfile.ZIP_STORED)
+        z.writestr("tlgui.json", json.dumps(meta, indent=1))
+        z.writestr("README.md", model_card(meta, metrics))
+        for i, b in enumerate(model.backbones):
+            for name, data in b.bundle_files().items():
+                z.writestr(f"backbones/{i}/{name}", data)
+        for name, data in files.items():
+            z.writestr(name, data, compress_type=zipfile.ZIP_STORED)
+
+    _write_zip(path, write)
+    return path
+
+
+def _write_zip(path: Path, write) -> None:
+    """`write(zipfile)` into a temporary name beside `path`, then rename: no half bundle ever has its name."""
     tmp = path.with_name(f".{path.name}.tmp")
     try:
         with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
-            # stored, not deflated: float weights shrink by under 10% but take seconds per 100 MB to pack
-            z.writestr("model.safetensors", save_safetensors(state), compress_type=zipfile.ZIP_STORED)
-            z.writestr("tlgui.json", json.dumps(meta, indent=1))
-            z.writestr("README.md", model_card(meta, metrics))
-            for i, b in enumerate(model.backbones):
-                for name, data in b.bundle_files().items():
-                    z.writestr(f"backbones/{i}/{name}", data)
+            write(z)
         os.replace(tmp, path)
     except BaseException as e:
-        tmp.unlink(missing_ok=True)  # never leave half a bundle behind
+        tmp.unlink(missing_ok=True)
         raise disk_full(e, path.parent) or e from None
+
+
+def add_export(path: str | Path, fmt: str, out: str | Path | None = None) -> Path:
+    """Export a bundle's model as `fmt`: into the bundle itself (rewritten atomically, with its
+    tlgui.json and model card updated), or into the file `out`. Returns where it went."""
+    check_exports([fmt])
+    path = _bundle_path(path)
+    loaded = load_bundle(path)
+    check_task(loaded.task)
+    meta = loaded.meta
+    data, entry = export_bytes(loaded.model, fmt, meta["preprocessing"]["image_size"], meta["classes"])
+    if out is not None:
+        out = Path(out)
+        out = out / FILES[fmt] if out.is_dir() else out
+        if not out.parent.is_dir():
+            raise TlguiError(f"folder not found: {out.parent} (create it, or give another --out)")
+        atomic_write(out, data)
+        return out
+    meta["exports"] = {**meta.get("exports", {}), fmt: entry}
+    replaced = {"tlgui.json", "README.md", FILES[fmt]}
+
+    def write(z: zipfile.ZipFile) -> None:
+        with zipfile.ZipFile(path) as old:
+            for info in old.infolist():
+                if info.filename not in replaced:
+                    z.writestr(info, old.read(info))  # its ZipInfo keeps its compression
+        z.writestr("tlgui.json", json.dumps(meta, indent=1))
+        z.writestr("README.md", model_card(meta, meta.get("metrics", {})))
+        z.writestr(FILES[fmt], data, compress_type=zipfile.ZIP_STORED)
+
+    _write_zip(path, write)
     return path
 
 
@@ -122,7 +178,7 @@ def model_card(meta: dict, metrics: dict) -> str:
               "print(model.predict(['picture.jpg' if True else 'text'], top_k=3))".replace(
                   "'picture.jpg' if True else 'text'", "'picture.jpg'" if meta["task"] == "image" else "'some text'"),
               "```", ""]
-    return "\n".join(lines)
+    return "\n".join(lines + usage(meta))
 
 
 @dataclass

@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import signal
+import os
 import sys
 import threading
 from pathlib import Path
 
+from .config import EXPORTS
 from .errors import TlguiError
 
 
@@ -59,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="same architectures, random initialisation")
     p.add_argument("--init", help="an earlier model.zip to start from")
     p.add_argument("--resume", action="store_true", help="continue a killed or stopped run in --out from its last epoch")
+    p.add_argument("--export", action="append", choices=EXPORTS,
+                   help="also put the model in the bundle as model.onnx or model.torchscript.pt (repeat for both)")
     _columns(p)
 
     p = sub.add_parser("pretrain", help="pretrain an encoder on unlabelled pictures (labels, if any, ignored)")
@@ -77,6 +81,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="+")
     p.add_argument("--top-k", type=int, default=3)
     p.add_argument("--text", action="store_true", help="the inputs are texts, not image files")
+
+    p = sub.add_parser("export", help="export a model.zip as ONNX or TorchScript, to run without tlgui")
+    p.add_argument("model")
+    p.add_argument("--format", required=True, choices=EXPORTS)
+    p.add_argument("--out", help="write the file here instead of adding it to the bundle")
 
     p = sub.add_parser("evaluate", help="score a model.zip on a labelled dataset")
     p.add_argument("model")
@@ -111,13 +120,8 @@ def cmd_inspect(args) -> None:
 
 
 TRAIN_FLAGS = ("backbones", "fusion", "freeze", "epochs", "batch_size", "lr", "optimizer", "weight_decay",
-               "label_smoothing", "patience", "augment", "image_size", "val_split", "seed", "device", "pretrained", "init")
-
-
-def _print_estimate(e: dict) -> None:
-    """The measured time estimate of the run, told before the time is spent."""
-    if e["event"] == "started" and e.get("estimate"):
-        print(f"estimated time: {e['estimate']['text']}", flush=True)
+               "label_smoothing", "patience", "augment", "image_size", "val_split", "seed", "device", "pretrained", "init",
+               "export")
 
 
 def cmd_train(args) -> None:
@@ -140,7 +144,7 @@ def cmd_train(args) -> None:
     print(ds.summary(), flush=True)
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())  # Ctrl-C: stop at the next batch, keep the best model
-    result = train(config, ds, args.out, [print_progress, _print_estimate], stop, resume=args.resume)
+    result = train(config, ds, args.out, [print_progress], stop, resume=args.resume)
     if result.bundle is None:
         raise TlguiError("stopped before the first epoch ended: no model was written")
     if result.metrics.get("per_class"):
@@ -188,8 +192,14 @@ def cmd_evaluate(args) -> None:
     print(json.dumps(m, indent=1) if args.json else format_metrics(m))
 
 
+def cmd_export(args) -> None:
+    from .bundle import add_export
+
+    print(f"done: {add_export(args.model, args.format, args.out)}")
+
+
 COMMANDS = {"backbones": cmd_backbones, "inspect": cmd_inspect, "train": cmd_train, "predict": cmd_predict,
-            "evaluate": cmd_evaluate, "pretrain": cmd_pretrain}
+            "evaluate": cmd_evaluate, "pretrain": cmd_pretrain, "export": cmd_export}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -201,4 +211,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `... | head` closed the pipe: the output was not wanted further
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 0
     return 0

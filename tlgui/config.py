@@ -11,6 +11,13 @@ from .errors import TlguiError
 FUSIONS = ("concat", "mean", "weighted", "product", "conv")
 OPTIMIZERS = ("adamw", "sgd")
 DEVICES = ("auto", "cpu", "cuda", "mps")
+EXPORTS = ("onnx", "torchscript")
+
+
+def check_exports(formats: list[str]) -> None:
+    for fmt in formats:
+        if fmt not in EXPORTS:
+            raise TlguiError(f"unknown export format {fmt!r}: use {' or '.join(EXPORTS)}")
 
 
 @dataclass
@@ -36,6 +43,7 @@ class RunConfig:
     device: str = "auto"
     fusion_dim: int = 256
     max_length: int = 128  # text: tokens kept per text
+    export: list[str] = field(default_factory=list)  # extra files in the bundle, from EXPORTS
 
     def __post_init__(self) -> None:
         self.validate()
@@ -61,6 +69,10 @@ class RunConfig:
             raise TlguiError("the learning rate must be positive (for example 0.001)")
         if self.image_size is not None and not 16 <= int(self.image_size) <= 1024:
             raise TlguiError("the image size must be between 16 and 1024 pixels")
+        if isinstance(self.export, str):
+            self.export = [self.export]
+        check_exports(self.export)
+        self.export = list(dict.fromkeys(self.export))  # asked twice, exported once
 
     @property
     def trains_backbone(self) -> bool:

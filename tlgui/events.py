@@ -1,7 +1,7 @@
 """Progress events of a run, and the listeners that record them.
 
 An event is a plain dict with an `event` key: `started`, `preparing`, `batch`, `epoch`,
-`finished`, `stopped` or `failed`. The CLI prints them, `metrics.jsonl` records the epochs,
+`warning`, `finished`, `stopped` or `failed`. The CLI prints them, `metrics.jsonl` records the epochs,
 the app draws them.
 """
 
@@ -53,11 +53,15 @@ class MetricsLog:
 
 
 def print_progress(e: dict, out=sys.stdout) -> None:
-    """The CLI's listener: one line per epoch and per phase."""
+    """The CLI's listener: one line per epoch, per phase and per warning; the time estimate first."""
     kind = e["event"]
     if kind == "started":
         print(f"training on {e['device']}: {e['train_size']} train / {e['val_size']} val, "
               f"{e['epochs']} epochs, backbones {', '.join(e['backbones'])} (freeze {e['freeze']})", file=out, flush=True)
+        if e.get("estimate"):
+            print(f"estimated time: {e['estimate']['text']}", file=out, flush=True)
+    elif kind == "warning":
+        print(f"warning: {e['message']}", file=out, flush=True)
     elif kind == "preparing" and e.get("done") == e.get("total"):
         print(f"{e['what']}: {e['total']} done", file=out, flush=True)
     elif kind == "epoch":

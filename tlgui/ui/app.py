@@ -10,7 +10,7 @@ import gradio as gr
 
 from ..backbones import get_info
 from ..errors import TlguiError
-from . import data_step, model_step, plots, results_step, runs, runs_step, train_step, try_step
+from . import data_step, model_step, plots, pretrain_step, results_step, runs, runs_step, train_step, try_step
 from .context import AppContext
 from .guard import guarded
 from .sessions import browser_secret
@@ -23,7 +23,7 @@ CSS_FILE = Path(__file__).with_name("style.css")
 
 def run_outputs(page) -> list:
     """Everything that shows one run: status, progress, curves, results, try-it, the runs list."""
-    return [page.status, page.progress, page.loss_plot, page.shown_state, page.timer, page.done_state,
+    return [page.status, page.progress, page.loss_plot, page.shown_state, page.timer, page.done_state, page.resume_btn,
             *results_step.outputs(page), *try_step.outputs(page), *runs_step.outputs(page)]
 
 
@@ -34,7 +34,7 @@ def run_view(page, ctx: AppContext, run_id: str | None, request: gr.Request | No
     out = runs_step.view(page, ctx, owner, run_id if folder else None)
     if folder is None:
         out.update({page.status: t("status_idle"), page.progress: "", page.loss_plot: None, page.shown_state: -1,
-                    page.timer: gr.Timer(active=False), page.done_state: None})
+                    page.timer: gr.Timer(active=False), page.done_state: None, page.resume_btn: gr.Button(visible=False)})
         out.update(results_step.hidden(page))
         out.update(try_step.view(page, None, "image"))
         return out
@@ -42,7 +42,8 @@ def run_view(page, ctx: AppContext, run_id: str | None, request: gr.Request | No
     task = (runs.read_meta(folder) or {}).get("task", "image")
     out.update({page.status: train_step.status_line(p, ctx.settings.max_jobs), page.progress: train_step.progress_html(p),
                 page.loss_plot: plots.curves(p.history), page.shown_state: len(p.history),
-                page.timer: gr.Timer(active=not p.done), page.done_state: run_id if p.done else None})
+                page.timer: gr.Timer(active=not p.done), page.done_state: run_id if p.done else None,
+                page.resume_btn: gr.Button(visible=train_step.can_resume(p))})
     out.update(results_step.view(page, folder, task) if p.done else results_step.hidden(page))
     out.update(try_step.view(page, folder if p.done else None, task))
     return out
@@ -54,24 +55,28 @@ def wire_training(page, ctx: AppContext) -> None:
     @guarded(page.status, reset={page.started_state: None})
     def start(state: dict | None, backbones: list[str], fusion: str, freeze: str, epochs: float, lr: float,
               batch_size: float, image_size: str, val_split: float, augment: str, patience: float, seed: float,
-              request: gr.Request) -> dict:
+              start_from: str = "pretrained", init_run: str | None = None, init_upload: str | None = None,
+              export: list[str] | None = None, request: gr.Request = None) -> dict:
         """Queue a run with the page's settings; the page then follows it through the timer.
 
         Returns the new run as `started_state` too, which stays None when the run could not start."""
         if not state:
             raise TlguiError(t("no_dataset"))
+        owner = ctx.owner(request)
+        backbones = pretrain_step.encoder_paths(ctx, backbones, state["task"], request)
         config = model_step.make_config(backbones, fusion, freeze, epochs, lr, batch_size, image_size, val_split,
-                                        augment, patience, seed)
+                                        augment, patience, seed, start_from, export=export)
+        config = model_step.start_model(ctx, owner, config, start_from, init_run, init_upload)
         for name in config.backbones:
             task = get_info(name).task
             if task != state["task"]:
                 raise TlguiError(t("wrong_task", name=name, kind=t(f"kind_{task}"), data=t(f"kind_{state['task']}")))
         dataset = ctx.store.get(state["path"])
-        owner = ctx.owner(request)
         number = 1 + max((m.get("number", 0) for m in runs.list_runs(ctx.settings.runs_root, owner)), default=0)
-        meta = {"label": f"#{number} {state['name']} · {' + '.join(config.backbones)}", "number": number,
-                "dataset": state["name"], "task": state["task"], "backbones": list(config.backbones),
-                "epochs": config.epochs}
+        shown = [pretrain_step.shown_name(b) for b in config.backbones]  # an own encoder by name, not path
+        meta = {"label": f"#{number} {state['name']} · {' + '.join(shown)}", "number": number,
+                "dataset": state["name"], "task": state["task"], "backbones": shown,
+                "epochs": config.epochs, "source": state["path"]}
         run_id = ctx.jobs.submit(owner, config, dataset, meta)
         p = ctx.jobs.progress(run_id, ctx.settings.runs_root / run_id)
         return {page.run_state: run_id, page.started_state: run_id, page.status: train_step.status_line(p, limit)}
@@ -84,6 +89,26 @@ def wire_training(page, ctx: AppContext) -> None:
     page.train_btn.click(start, [page.dataset_state, *page.settings], [page.run_state, page.started_state, page.status],
                          api_name="train").then(follow, [page.started_state], run_outputs(page), api_visibility="private",
                                                 show_progress="hidden")
+
+    @guarded(page.status, reset={page.started_state: None})
+    def resume(run_id: str | None, request: gr.Request) -> dict:
+        """Queue the shown run again from its last epoch checkpoint, on the dataset it was started with."""
+        folder = ctx.run_folder(run_id, request)
+        if not train_step.can_resume(ctx.jobs.progress(run_id, folder)):
+            raise TlguiError(t("resume_not_now"))
+        source = (runs.read_meta(folder) or {}).get("source")
+        try:
+            dataset = ctx.store.get(source)
+        except (TlguiError, TypeError):
+            raise TlguiError(t("resume_no_data")) from None
+        ctx.jobs.resume(run_id, folder, dataset)
+        p = ctx.jobs.progress(run_id, folder)
+        return {page.started_state: run_id, page.status: train_step.status_line(p, limit),
+                page.resume_btn: gr.Button(visible=False)}
+
+    page.resume_btn.click(resume, [page.run_state], [page.started_state, page.status, page.resume_btn],
+                          api_name="resume").then(follow, [page.started_state], run_outputs(page),
+                                                  api_visibility="private", show_progress="hidden")
 
     @guarded(page.status)
     def stop(run_id: str | None, request: gr.Request) -> dict:
@@ -111,11 +136,13 @@ def wire_training(page, ctx: AppContext) -> None:
         if len(p.history) != shown:
             out.update({page.loss_plot: plots.curves(p.history), page.shown_state: len(p.history)})
         if p.done:
-            out.update({page.timer: gr.Timer(active=False), page.done_state: run_id})
+            out.update({page.timer: gr.Timer(active=False), page.done_state: run_id,
+                        page.resume_btn: gr.Button(visible=train_step.can_resume(p))})
         return out
 
     page.timer.tick(poll, [page.run_state, page.shown_state],
-                    [page.status, page.progress, page.loss_plot, page.shown_state, page.timer, page.done_state],
+                    [page.status, page.progress, page.loss_plot, page.shown_state, page.timer, page.done_state,
+                     page.resume_btn],
                     api_visibility="private", show_progress="hidden", concurrency_limit=None)
 
     def ended(run_id: str | None, request: gr.Request) -> dict:
@@ -157,9 +184,10 @@ def wire_session(page, ctx: AppContext, demo: gr.Blocks) -> None:
         run_id = ctx.jobs.active_run(mine) or (mine[0]["id"] if mine else None)
         return {page.owner: token, page.run_state: run_id, **run_view(page, ctx, run_id, request)}
 
-    demo.load(on_load, [page.owner], [page.owner, page.run_state, *run_outputs(page)], api_visibility="private",
-              show_progress="hidden").then(page.refresh_waiting, [page.dataset_state, *page.settings],
-                                           page.refresh_outputs, api_visibility="private", show_progress="hidden")
+    page.loaded = demo.load(on_load, [page.owner], [page.owner, page.run_state, *run_outputs(page)],
+                            api_visibility="private", show_progress="hidden")
+    page.loaded.then(page.refresh_waiting, [page.dataset_state, *page.settings], page.refresh_outputs,
+                     api_visibility="private", show_progress="hidden")
 
     def on_unload(request: gr.Request) -> None:
         ctx.sessions.forget(request)
@@ -175,6 +203,7 @@ def build_demo(ctx: AppContext) -> gr.Blocks:
         page.owner = gr.BrowserState(None, storage_key="tlgui-owner", secret=browser_secret(ctx.settings.runs_root))
         gr.Markdown(f"# {t('title')}\n{t('intro')}", elem_id="header")
         data_step.build(page, ctx)
+        pretrain_step.build(page, ctx)
         model_step.build(page, ctx)
         train_step.build(page, ctx)
         results_step.build(page, ctx)
@@ -187,6 +216,7 @@ def build_demo(ctx: AppContext) -> gr.Blocks:
         runs_step.wire(page, ctx)
         wire_runs(page, ctx)
         wire_session(page, ctx, demo)
+        pretrain_step.wire(page, ctx)
     return demo
 
 

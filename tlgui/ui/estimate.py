@@ -97,7 +97,7 @@ def training_seconds(infos: list[BackboneInfo], n_examples: int, *, epochs: int,
     per_example = sum(gflops_per_example(i, image_size) for i in infos) * seconds_per_gflop
     n_val = n_examples * val_split
     n_train = n_examples - n_val
-    trains = freeze != "all"
+    trains = freeze != "all" or any(i.trains_when_frozen for i in infos)
     augmenting = trains if augment is None else augment
     image = bool(infos) and infos[0].task == "image"
     decode = n_examples * DECODE_SECONDS if image else 0.0

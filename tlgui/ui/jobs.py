@@ -3,7 +3,8 @@
 A request only starts or stops a run and reads its progress: the run itself lives in a thread
 of the server, so closing the browser tab does not end it. At most `max_jobs` runs train at a
 time (training is CPU- or GPU-bound; two at once are each slower than one after the other);
-the others wait in order.
+the others wait in order. A job carries the work it does, so classifier runs and the
+pretraining of own encoders share that one queue.
 """
 
 from __future__ import annotations
@@ -13,12 +14,14 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..config import RunConfig
 from ..datasets import Dataset
 from ..errors import TlguiError
+from ..runs import checkpoint_epoch, remove_partial_writes
 from . import runs
 from .text import t
 
@@ -31,7 +34,7 @@ class Progress:
     """What a page needs to draw a run: a snapshot, safe to read while the run goes on."""
 
     run_id: str
-    state: str  # queued, running, finished, stopped, failed
+    state: str  # queued, running, finished, stopped, failed, interrupted
     history: list[dict] = field(default_factory=list)
     phase: dict | None = None  # the latest `preparing` event
     batch: dict | None = None  # the latest `batch` event
@@ -43,18 +46,31 @@ class Progress:
     has_model: bool = False
     metrics: dict = field(default_factory=dict)
     elapsed: float | None = None
+    resumable_from: int | None = None  # the epoch a stopped or interrupted run would go on after
 
     @property
     def done(self) -> bool:
         return self.state in runs.TERMINAL
 
 
+def train_work(job: Job) -> str:
+    """A classifier run: the engine's trainer, then pictures of its mistakes. Returns how it ended."""
+    from ..train import Trainer
+
+    result = Trainer(job.config, job.dataset, job.folder, [job.listen], job.stop, job.resume).run()
+    if result.bundle is not None:
+        save_mistake_pictures(job.folder, job.dataset)
+    job.has_model = result.bundle is not None
+    return result.status
+
+
 @dataclass
 class Job:
     run_id: str
     folder: Path
-    config: RunConfig
+    config: object  # the settings `work` reads (a RunConfig for a classifier)
     dataset: Dataset
+    work: Callable[[Job], str] = train_work  # does the run in the job's thread; returns "finished" or "stopped"
     stop: threading.Event = field(default_factory=threading.Event)
     state: str = "queued"
     history: list[dict] = field(default_factory=list)
@@ -66,6 +82,7 @@ class Job:
     metrics: dict = field(default_factory=dict)
     elapsed: float | None = None
     has_model: bool = False
+    resume: bool = False  # go on from the folder's last checkpoint
 
     def listen(self, e: dict) -> None:
         """The engine's listener: keep the latest of each kind; drawing is the page's business."""
@@ -97,22 +114,37 @@ class JobManager:
         self._mark_interrupted()
 
     def _mark_interrupted(self) -> None:
-        """Runs that were queued or training when the server last stopped can never end: say so."""
+        """Runs that were queued or training when the server last stopped: they can be resumed."""
         for folder, meta in runs.all_runs(self.root):
             if meta.get("state") not in runs.TERMINAL:
-                runs.update_meta(folder, state="failed", error=t("status_interrupted"))
+                remove_partial_writes(folder)
+                runs.update_meta(folder, state="interrupted")
 
     # -- starting and stopping -----------------------------------------------------------
-    def submit(self, owner: str, config: RunConfig, dataset: Dataset, meta: dict) -> str:
+    def submit(self, owner: str, config: object, dataset: Dataset, meta: dict,
+               work: Callable[[Job], str] = train_work) -> str:
         run_id, folder = runs.create(self.root, owner, meta)
         # each run splits its own copy: the engine writes the split into the dataset it is given
         own = dataclasses.replace(dataset, splits=list(dataset.splits))
-        job = Job(run_id, folder, config, own)
+        job = Job(run_id, folder, config, own, work)
         with self._lock:
             self._jobs[run_id] = job
             self._queue.append(job)
             self._pump()
         return run_id
+
+    def resume(self, run_id: str, folder: Path, dataset: Dataset) -> None:
+        """Queue a stopped or interrupted run again; it goes on from its last epoch checkpoint."""
+        with self._lock:
+            job = self._jobs.get(run_id)
+            if job is not None and job.state not in runs.TERMINAL:
+                return  # already queued or training
+            config = RunConfig.load(folder / "config.json")
+            job = Job(run_id, folder, config, dataclasses.replace(dataset, splits=list(dataset.splits)), resume=True)
+            runs.update_meta(folder, state="queued", error=None)
+            self._jobs[run_id] = job
+            self._queue.append(job)
+            self._pump()
 
     def stop(self, run_id: str) -> None:
         with self._lock:
@@ -134,15 +166,9 @@ class JobManager:
             threading.Thread(target=self._work, args=(job,), name=f"train-{job.run_id}", daemon=True).start()
 
     def _work(self, job: Job) -> None:
-        from ..train import Trainer
-
         state = "failed"
         try:
-            result = Trainer(job.config, job.dataset, job.folder, [job.listen], job.stop).run()
-            if result.bundle is not None:
-                save_mistake_pictures(job.folder, job.dataset)
-            job.has_model = result.bundle is not None
-            state = result.status
+            state = job.work(job)
         except TlguiError as e:
             job.error = str(e)
         except Exception as e:  # a bug: log it whole, show one line
@@ -196,9 +222,11 @@ def progress_from_disk(run_id: str, folder: Path) -> Progress:
     meta = runs.read_meta(folder) or {}
     res = runs.results(folder) or {}
     state = meta.get("state", "failed")
+    saved = checkpoint_epoch(folder)
     return Progress(run_id, state, res.get("history") or runs.history(folder), error=meta.get("error"),
                     has_model=(folder / "model.zip").exists(), metrics=res.get("metrics", {}),
-                    elapsed=res.get("elapsed"))
+                    elapsed=res.get("elapsed"),
+                    resumable_from=(saved or 0) if state == "interrupted" else saved if state == "stopped" else None)
 
 
 def save_mistake_pictures(folder: Path, dataset: Dataset) -> None:

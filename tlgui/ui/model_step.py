@@ -3,21 +3,26 @@
 from __future__ import annotations
 
 import shlex
+from pathlib import Path
 
 import gradio as gr
 import pandas as pd
 
 from ..backbones import BackboneInfo, registry
-from ..config import FUSIONS, RunConfig
+from ..bundle import ARCHITECTURE, init_settings
+from ..config import EXPORTS, FUSIONS, RunConfig
 from ..errors import TlguiError
+from . import pretrain_step, recipes, runs, runs_step
 from .context import AppContext
 from .estimate import training_seconds
+from .guard import guarded
 from .text import duration, t
 
 DEFAULTS = {"image": "efficientnet_lite0", "text": "minilm_l6"}  # pretrained, offline, frozen features
 WELL_KNOWN = ("resnet18", "resnet50", "mobilenet_v3_large", "convnext_tiny", "vit_b_16")  # shown in the table too
 IMAGE_SIZES = ("native", "160", "128", "96", "64", "32")
 AUGMENT = ("auto", "on", "off")
+STARTS = ("pretrained", "scratch", "run", "upload")  # the kinds of parameter and structure transfer
 
 
 def backbones_for(task: str | None) -> list[BackboneInfo]:
@@ -52,8 +57,9 @@ def fusion_help(fusion: str, chosen: list[str]) -> str:
 
 
 def make_config(backbones, fusion, freeze, epochs, lr, batch_size, image_size, val_split, augment, patience,
-                seed) -> RunConfig:
-    """The page's settings as the engine's RunConfig (which checks them and says what is wrong)."""
+                seed, start_from="pretrained", init_run=None, init_upload=None, export=()) -> RunConfig:
+    """The page's settings as the engine's RunConfig (which checks them and says what is wrong).
+    The earlier model a run may start from is the caller's business (`start_model`)."""
     if not backbones:
         raise TlguiError(t("pick_backbone"))
     try:
@@ -62,16 +68,71 @@ def make_config(backbones, fusion, freeze, epochs, lr, batch_size, image_size, v
             epochs=int(epochs), lr=float(lr), batch_size=int(batch_size),
             image_size=None if image_size in (None, "", "native") else int(image_size),
             val_split=float(val_split), augment={"on": True, "off": False}.get(augment),
-            patience=int(patience), seed=int(seed))
+            patience=int(patience), seed=int(seed), pretrained=start_from != "scratch", export=list(export or []))
     except (TypeError, ValueError):
         raise TlguiError("a setting is empty or not a number: check the advanced settings") from None
+
+
+def start_model(ctx: AppContext, owner: str, config: RunConfig, start_from: str, init_run: str | None,
+                init_upload: str | None) -> RunConfig:
+    """Point `config` at the earlier model it starts from (one of the owner's runs, or an uploaded
+    model.zip) and take that model's network; the page's training settings stay."""
+    if start_from not in ("run", "upload"):
+        return config
+    if start_from == "run":
+        folder = runs.folder_of(ctx.settings.runs_root, init_run, owner) if init_run else None
+        if folder is None or not (folder / "model.zip").exists():
+            raise TlguiError(t("init_pick_run"))
+        bundle = folder / "model.zip"
+    else:
+        if not init_upload:
+            raise TlguiError(t("init_pick_upload"))
+        bundle = Path(init_upload)
+    network = init_settings(bundle)  # refuses anything but a tlgui bundle, never unpickles
+    for name in network.get("backbones", []):
+        if name not in registry() and not _owned_encoder(ctx, owner, name):
+            raise TlguiError(t("init_foreign_encoder", name=Path(name).name))
+    return RunConfig.from_dict({**config.to_dict(), **{k: network[k] for k in ARCHITECTURE if k in network},
+                                "init": str(bundle), "pretrained": True})
+
+
+def _owned_encoder(ctx: AppContext, owner: str, path: str) -> bool:
+    """An own encoder named by an earlier model must be a file in one of the owner's runs."""
+    p = Path(path)
+    try:
+        inside = p.resolve().parent.parent == ctx.settings.runs_root.resolve()
+    except OSError:
+        return False
+    return inside and p.name == "encoder.zip" and runs.folder_of(ctx.settings.runs_root, p.parent.name, owner) is not None
+
+
+def _size_choice(size: int | None, chosen: list[str]):
+    if not size:
+        return "native"
+    if str(size) in IMAGE_SIZES:
+        return str(size)
+    return gr.Dropdown(choices=_image_size_choices(chosen) + [(f"{size} px", str(size))], value=str(size))
+
+
+def settings_of(page, config: RunConfig, task: str) -> dict:
+    """The page's settings set to a recipe's."""
+    names = [i.name for i in backbones_for(task)]
+    chosen = [b for b in config.backbones if b in names]
+    if not chosen:
+        raise TlguiError(t("recipe_wrong_task", backbones=", ".join(config.backbones), data=t(f"kind_{task}")))
+    return {page.backbones: gr.Dropdown(value=chosen), page.fusion: config.fusion, page.freeze: str(config.freeze),
+            page.epochs: config.epochs, page.lr: config.lr, page.batch_size: config.batch_size,
+            page.image_size: _size_choice(config.image_size, chosen), page.val_split: config.val_split,
+            page.augment: {True: "on", False: "off"}.get(config.augment, "auto"), page.patience: config.patience,
+            page.seed: config.seed, page.start_from: "pretrained" if config.pretrained else "scratch",
+            page.export: list(config.export)}
 
 
 def cli_command(state: dict | None, config: RunConfig) -> str:
     """The `python -m tlgui train` line that repeats these settings."""
     data = shlex.quote(state["cli_path"]) if state else "DATASET.zip"
     parts = [f"python -m tlgui train {data} --out runs/my-run"]
-    parts += [f"--backbone {b}" for b in config.backbones]
+    parts += [f"--backbone {'encoder.zip' if pretrain_step.is_encoder(b) else b}" for b in config.backbones]
     default = RunConfig()
     if len(config.backbones) > 1:
         parts.append(f"--fusion {config.fusion}")
@@ -83,6 +144,9 @@ def cli_command(state: dict | None, config: RunConfig) -> str:
             parts.append(f"{flag} {value}")
     if config.augment is not None:
         parts.append("--augment" if config.augment else "--no-augment")
+    if not config.pretrained:
+        parts.append("--no-pretrained")
+    parts += [f"--export {f}" for f in config.export]
     return " \\\n    ".join(parts)
 
 
@@ -119,9 +183,11 @@ def build(page, ctx: AppContext) -> None:
     gr.Markdown(f"## {t('step_model')}")
     with gr.Row(equal_height=False):
         with gr.Column(scale=2):
-            # every backbone is a valid choice (programs may pick any); a page narrows the list to its data's task
+            # every backbone is a valid choice (programs may pick any); a page narrows the list to its data's task.
+            # Own encoders come as `encoder:<run id>`, so values are checked on Train, not against this list.
             page.backbones = gr.Dropdown([(i.name, i.name) for i in backbones_for(None)], value=chosen, multiselect=True,
-                                         label=t("backbones_label"), info=t("backbones_info"), elem_id="backbones")
+                                         label=t("backbones_label"), info=t("backbones_info"), elem_id="backbones",
+                                         allow_custom_value=True)
             with gr.Row():
                 page.fusion = gr.Dropdown(list(FUSIONS), value="concat", label=t("fusion_label"), elem_id="fusion",
                                           interactive=len(chosen) > 1)
@@ -129,6 +195,12 @@ def build(page, ctx: AppContext) -> None:
                                           label=t("freeze_label"), elem_id="freeze")
             page.fusion_help = gr.Markdown(fusion_help("concat", chosen), elem_classes=["tl-help"], elem_id="fusion-help")
             page.freeze_help = gr.Markdown(freeze_help("all", chosen), elem_classes=["tl-help"], elem_id="freeze-help")
+            page.start_from = gr.Radio([(t(f"start_{s}"), s) for s in STARTS], value="pretrained",
+                                       label=t("start_label"), elem_id="start-from")
+            page.init_run = gr.Dropdown([], value=None, label=t("init_run_label"), elem_id="init-run", visible=False)
+            page.init_upload = gr.File(None, file_types=[".zip"], label=t("init_upload_label"), elem_id="init-upload",
+                                       visible=False, height=90)
+            page.start_help = gr.Markdown(t("start_help_pretrained"), elem_classes=["tl-help"], elem_id="start-help")
         with gr.Column(scale=3):
             page.table = gr.Dataframe(backbone_table(ctx, None, None, chosen), label=t("table_label"), interactive=False,
                                       elem_id="backbone-table", max_height=300, wrap=True)
@@ -146,10 +218,22 @@ def build(page, ctx: AppContext) -> None:
                                     elem_id="augment")
             page.patience = gr.Number(3, precision=0, minimum=0, maximum=1000, label=t("patience_label"), elem_id="patience")
             page.seed = gr.Number(0, precision=0, label=t("seed_label"), elem_id="seed")
+        page.export = gr.CheckboxGroup([(t(f"export_{f}"), f) for f in EXPORTS], value=[], label=t("export_label"),
+                                       info=t("export_info"), elem_id="export")
+    with gr.Accordion(t("recipes"), open=False, elem_id="recipes"):
+        with gr.Row(equal_height=True):
+            page.recipe_pick = gr.Dropdown([], value=None, label=t("recipe_pick_label"), elem_id="recipe-pick", scale=3)
+            page.recipe_apply = gr.Button(t("recipe_apply"), elem_id="recipe-apply-btn", scale=1)
+        with gr.Row(equal_height=True):
+            page.recipe_name = gr.Textbox(label=t("recipe_name_label"), max_length=recipes.MAX_NAME,
+                                          elem_id="recipe-name", scale=3)
+            page.recipe_save = gr.Button(t("recipe_save"), elem_id="recipe-save-btn", scale=1)
+        page.recipe_msg = gr.Markdown("", elem_id="recipe-message")
     page.cli = gr.Code(cli_command(state, make_config(chosen, "concat", "all", 10, 1e-3, 32, "native", 0.2, "auto", 3, 0)),
                        language="shell", interactive=False, label=t("cli_label"), elem_id="cli-command")
     page.settings = [page.backbones, page.fusion, page.freeze, page.epochs, page.lr, page.batch_size, page.image_size,
-                     page.val_split, page.augment, page.patience, page.seed]
+                     page.val_split, page.augment, page.patience, page.seed, page.start_from, page.init_run,
+                     page.init_upload, page.export]
 
 
 def _image_size_choices(chosen: list[str]) -> list[tuple[str, str]]:
@@ -162,15 +246,17 @@ def _image_size_choices(chosen: list[str]) -> list[tuple[str, str]]:
 def wire(page, ctx: AppContext) -> callable:
     """Returns `then_refresh(event)`, which the data step uses to chain a refresh after a load."""
 
-    def for_dataset(state: dict | None, chosen: list[str] | None) -> dict:
-        """Offer the backbones of the dataset's task, keeping the person's choice where it still fits."""
+    def for_dataset(state: dict | None, chosen: list[str] | None, request: gr.Request) -> dict:
+        """Offer the backbones of the dataset's task (and the person's own encoders), keeping their choice
+        where it still fits."""
         task = state["task"] if state else "image"
-        names = [i.name for i in backbones_for(task)]
+        choices = pretrain_step.backbone_choices(ctx, ctx.owner(request), task)
+        names = [value for _, value in choices]
         keep = [n for n in (chosen or []) if n in names] or default_backbones(task)
-        return {page.backbones: gr.Dropdown(choices=names, value=keep)}
+        return {page.backbones: gr.Dropdown(choices=choices, value=keep)}
 
     def refresh(state: dict | None, backbones, fusion, freeze, *rest, wait: float = 0.0) -> dict:
-        chosen = [b for b in (backbones or []) if b in registry()]
+        chosen = [b for b in (backbones or []) if b in registry() or pretrain_step.is_encoder(b)]
         choices = freeze_choices(chosen)
         # set the value only when it no longer fits: a refresh still under way must not undo a newer choice
         keep = freeze in choices
@@ -188,7 +274,8 @@ def wire(page, ctx: AppContext) -> callable:
         except TlguiError as e:
             out.update({page.estimate: f"**Warning:** {e}", page.table: backbone_table(ctx, state, None, chosen)})
             return out
-        seconds = _estimate(ctx, [registry()[n] for n in chosen], state, config, wait) if state else None
+        known = [registry()[n] for n in chosen if n in registry()]  # an own encoder is small: left out
+        seconds = _estimate(ctx, known, state, config, wait) if state else None
         estimate = t("estimate", time=duration(seconds), device=ctx.probe.device) if seconds is not None else (
             t("estimate_pending") if ctx.probe.measuring(task) else "")
         out.update({page.table: backbone_table(ctx, state, config, chosen), page.estimate: estimate,
@@ -204,6 +291,44 @@ def wire(page, ctx: AppContext) -> callable:
         return refresh(state, *settings, wait=10.0)
 
     page.refresh_waiting, page.refresh_outputs = refresh_waiting, outputs
+
+    def show_start(start_from: str) -> dict:
+        return {page.init_run: gr.Dropdown(visible=start_from == "run"),
+                page.init_upload: gr.File(visible=start_from == "upload"),
+                page.start_help: t(f"start_help_{start_from}")}
+
+    page.start_from.change(show_start, [page.start_from], [page.init_run, page.init_upload, page.start_help],
+                           api_visibility="private", show_progress="hidden")
+
+    @guarded(page.recipe_msg)
+    def save_recipe(name: str, backbones, fusion, freeze, epochs, lr, batch_size, image_size, val_split, augment,
+                    patience, seed, start_from, export, request: gr.Request) -> dict:
+        config = make_config(backbones, fusion, freeze, epochs, lr, batch_size, image_size, val_split, augment,
+                             patience, seed, start_from, export=export)
+        owner = ctx.owner(request)
+        key = recipes.save(ctx.settings.runs_root, owner, name, config)
+        return {page.recipe_msg: t("recipe_saved", name=name.strip()),
+                page.recipe_pick: gr.Dropdown(choices=runs_step.recipe_choices(ctx, owner), value=f"recipe:{key}")}
+
+    page.recipe_save.click(save_recipe, [page.recipe_name, *page.settings[:12], page.export],
+                           [page.recipe_msg, page.recipe_pick], api_visibility="private")
+
+    @guarded(page.recipe_msg)
+    def apply_recipe(choice: str | None, state: dict | None, request: gr.Request) -> dict:
+        if not choice:
+            raise TlguiError(t("recipe_pick_first"))
+        kind, _, key = choice.partition(":")
+        if kind == "run":
+            config = RunConfig.load(ctx.run_folder(key, request) / "config.json")
+        else:
+            config = recipes.load(ctx.settings.runs_root, ctx.owner(request), key)
+        out = settings_of(page, config, state["task"] if state else "image")
+        return {**out, page.recipe_msg: t("recipe_applied")}
+
+    page.recipe_apply.click(apply_recipe, [page.recipe_pick, page.dataset_state],
+                            [page.recipe_msg, page.backbones, page.fusion, page.freeze, page.epochs, page.lr,
+                             page.batch_size, page.image_size, page.val_split, page.augment, page.patience, page.seed,
+                             page.start_from, page.export], api_visibility="private")
 
     def then_refresh(event):
         return (event.then(for_dataset, [page.dataset_state, page.backbones], [page.backbones], api_visibility="private",

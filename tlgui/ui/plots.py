@@ -27,18 +27,20 @@ def class_counts(report: dict) -> go.Figure:
     return _style(fig, 260)
 
 
-def curves(history: list[dict]) -> go.Figure:
-    """Loss and accuracy by epoch, training and validation side by side."""
-    fig = make_subplots(rows=1, cols=2, subplot_titles=(t("plot_loss"), t("plot_accuracy")), horizontal_spacing=0.12)
+def curves(history: list[dict], metrics: tuple[str, ...] = ("loss", "accuracy")) -> go.Figure:
+    """Loss and accuracy (or just `metrics`) by epoch, training and validation, side by side."""
+    fig = make_subplots(rows=1, cols=len(metrics), subplot_titles=[t(f"plot_{m}") for m in metrics],
+                        horizontal_spacing=0.12)
     epochs = [h["epoch"] for h in history]
-    for col, metric in ((1, "loss"), (2, "accuracy")):
+    for col, metric in enumerate(metrics, start=1):
         for split, color, name in (("train", TRAIN_COLOR, t("plot_train")), ("val", VAL_COLOR, t("plot_val"))):
             ys = [h.get(f"{split}_{metric}") for h in history]
             if any(y is not None for y in ys):
                 fig.add_trace(go.Scatter(x=epochs, y=ys, mode="lines+markers", name=name, legendgroup=split,
                                          showlegend=col == 1, line=dict(color=color, width=2)), row=1, col=col)
     fig.update_xaxes(title_text=t("plot_epoch"), dtick=1 if len(epochs) <= 20 else None, rangemode="tozero")
-    fig.update_yaxes(range=[0, 1.02], row=1, col=2)
+    if "accuracy" in metrics:
+        fig.update_yaxes(range=[0, 1.02], row=1, col=metrics.index("accuracy") + 1)
     if not history:
         fig.add_annotation(text=t("plot_waiting"), showarrow=False, xref="paper", yref="paper", x=0.5, y=0.5)
     return _style(fig, 370)

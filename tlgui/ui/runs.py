@@ -1,9 +1,9 @@
 """Runs on disk: one folder per run under the runs root, owned by one browser.
 
-Besides the engine's files (config.json, metrics.jsonl, results.json, model.zip) each folder
-holds `run.json`: who owns it (a hash of the browser's secret, never the secret itself), a
-label, and its state. Everything the app shows about a finished run is read back from here,
-so runs survive a restart of the server.
+Besides the engine's files (config.json, metrics.jsonl, results.json, model.zip; encoder.zip for
+pretraining) each folder holds `run.json`: who owns it (a hash of the browser's secret, never the
+secret itself), its kind, a label, and its state. Everything the app shows about a finished run
+is read back from here, so runs survive a restart of the server.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 
 META = "run.json"
 MISTAKES = "mistakes"
-TERMINAL = ("finished", "stopped", "failed")
+TERMINAL = ("finished", "stopped", "failed", "interrupted")  # no thread of this server trains them
 
 
 def owner_hash(owner: str) -> str:
@@ -69,12 +69,13 @@ def folder_of(root: Path, run_id: str | None, owner: str) -> Path | None:
     return folder
 
 
-def list_runs(root: Path, owner: str) -> list[dict]:
-    """The owner's runs, newest first."""
+def list_runs(root: Path, owner: str, kind: str = "train") -> list[dict]:
+    """The owner's runs of one kind (`train`: classifiers, `pretrain`: own encoders), newest first."""
     if not root.is_dir():
         return []
     mine = owner_hash(owner)
-    runs = [m for f in root.iterdir() if f.is_dir() and (m := read_meta(f)) and m["owner"] == mine]
+    runs = [m for f in root.iterdir()
+            if f.is_dir() and (m := read_meta(f)) and m["owner"] == mine and m.get("kind", "train") == kind]
     return sorted(runs, key=lambda m: -m.get("created", 0))
 
 
@@ -106,7 +107,7 @@ def history(folder: Path) -> list[dict]:
             continue  # a line being written right now
         row = rows.setdefault(int(point["epoch"]), {"epoch": int(point["epoch"])})
         row[f"{point['split']}_loss"] = point["loss"]
-        row[f"{point['split']}_accuracy"] = point["accuracy"]
+        row[f"{point['split']}_accuracy"] = point.get("accuracy")  # pretraining has none
         row["elapsed"] = point.get("elapsed")
     return [rows[k] for k in sorted(rows)]
 

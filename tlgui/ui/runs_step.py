@@ -7,15 +7,27 @@ import time
 import gradio as gr
 import pandas as pd
 
-from . import plots, runs
+from ..bundle import transfer_kind
+from ..config import RunConfig
+from ..errors import TlguiError
+from . import plots, recipes, runs
 from .context import AppContext
 from .guard import guarded
-from .text import percent, t
+from .text import duration, percent, t
 
 
 def run_label(meta: dict) -> str:
     when = time.strftime("%b %d %H:%M", time.localtime(meta.get("created", 0)))
     return f"{meta.get('label', meta['id'])} · {when}"
+
+
+def recipe_choices(ctx: AppContext, owner: str, metas: list[dict] | None = None) -> list[tuple[str, str]]:
+    """The owner's saved recipes, then the settings of each of their runs."""
+    root = ctx.settings.runs_root
+    metas = runs.list_runs(root, owner) if metas is None else metas
+    return ([(t("recipe_choice", name=name), f"recipe:{key}") for name, key in recipes.names(root, owner)]
+            + [(t("recipe_of_run", label=run_label(m)), f"run:{m['id']}") for m in metas
+               if (root / m["id"] / "config.json").exists()])
 
 
 def build(page, ctx) -> None:
@@ -30,10 +42,11 @@ def build(page, ctx) -> None:
     page.runs_msg = gr.Markdown("", elem_id="runs-message")
     page.compare = gr.Dropdown([], value=[], multiselect=True, label=t("compare_label"), elem_id="compare")
     page.compare_plot = gr.Plot(None, label=t("compare_plot_label"), elem_id="compare-plot", visible=False)
+    page.compare_table = gr.Dataframe(None, interactive=False, elem_id="compare-table", visible=False, wrap=True)
 
 
 def outputs(page) -> list:
-    return [page.runs_table, page.runs_empty, page.run_pick, page.compare]
+    return [page.runs_table, page.runs_empty, page.run_pick, page.compare, page.init_run, page.recipe_pick]
 
 
 def view(page, ctx: AppContext, owner: str, current: str | None = None) -> dict:
@@ -50,20 +63,33 @@ def view(page, ctx: AppContext, owner: str, current: str | None = None) -> dict:
     return {page.runs_table: gr.Dataframe(value=table, visible=bool(rows)),
             page.runs_empty: gr.Markdown(visible=not rows),
             page.run_pick: gr.Dropdown(choices=choices, value=current if current in ids else None),
-            page.compare: gr.Dropdown(choices=choices)}
+            page.compare: gr.Dropdown(choices=choices),
+            page.init_run: gr.Dropdown(choices=[(run_label(m), m["id"]) for m in metas
+                                                if (ctx.settings.runs_root / m["id"] / "model.zip").exists()]),
+            page.recipe_pick: gr.Dropdown(choices=recipe_choices(ctx, owner, metas))}
 
 
 def wire(page, ctx: AppContext) -> None:
     @guarded(page.runs_msg)
     def compare(ids: list[str] | None, request: gr.Request) -> dict:
-        series = []
+        series, rows = [], []
         for run_id in ids or []:
             folder = ctx.run_folder(run_id, request)
             meta = runs.read_meta(folder) or {}
             res = runs.results(folder) or {}
             series.append((run_label(meta), res.get("history") or runs.history(folder)))
+            m = res.get("metrics", {})
+            try:
+                kind = transfer_kind(RunConfig.load(folder / "config.json"))
+            except TlguiError:
+                kind = "–"
+            rows.append((run_label(meta), kind, percent(m["accuracy"]) if "accuracy" in m else "–",
+                         f"{m['macro_f1']:.3f}" if "macro_f1" in m else "–",
+                         duration(res["elapsed"]) if res.get("elapsed") else "–"))
+        table = pd.DataFrame(rows, columns=[t("col_run"), t("col_transfer"), t("col_accuracy"), t("col_macro_f1"),
+                                            t("col_time_taken")])
         return {page.compare_plot: gr.Plot(value=plots.compare(series) if series else None, visible=bool(series)),
-                page.runs_msg: ""}
+                page.compare_table: gr.Dataframe(value=table, visible=bool(rows)), page.runs_msg: ""}
 
-    page.compare.change(compare, [page.compare], [page.compare_plot, page.runs_msg], api_visibility="private",
-                        show_progress="hidden")
+    page.compare.change(compare, [page.compare], [page.compare_plot, page.compare_table, page.runs_msg],
+                        api_visibility="private", show_progress="hidden")

@@ -66,7 +66,40 @@ TEXT: dict[str, str] = {
                    "everyday photos.",
     "freeze_n": "**{n}**: the first {n} of {total} stages stay fixed (they see edges and textures that suit most "
                 "data); the later stages and the classifier train.",
+    "start_label": "Start from (what is transferred)",
+    "start_pretrained": "pretrained weights",
+    "start_scratch": "no pretraining",
+    "start_run": "one of my earlier models",
+    "start_upload": "an uploaded model.zip",
+    "start_help_pretrained": "The backbones' pretrained weights are the starting point: the usual transfer learning.",
+    "start_help_scratch": "The same architectures with random weights, everything trained: the baseline that shows "
+                          "what pretraining buys (it needs many more examples and epochs).",
+    "start_help_run": "An earlier model of yours is the starting point, with its backbones, fusion and image size. "
+                      "Same classes: training goes on from it. Other classes: its backbone stays, with a new classifier.",
+    "start_help_upload": "A model.zip made by tlgui is the starting point, with its backbones, fusion and image size. "
+                         "Same classes: training goes on from it. Other classes: its backbone stays, with a new classifier.",
+    "init_run_label": "Earlier model",
+    "init_upload_label": "A tlgui model.zip",
+    "init_pick_run": "choose one of your earlier models to start from (a run that kept a model)",
+    "init_pick_upload": "upload the model.zip to start from first",
+    "init_foreign_encoder": "that model was built on an encoder ({name}) that is not on this server: start from "
+                            "pretrained weights instead",
+    "recipes": "Recipes (reuse the settings of a run on any dataset)",
+    "recipe_pick_label": "A saved recipe, or the settings of an earlier run",
+    "recipe_apply": "Apply",
+    "recipe_name_label": "Save the settings above as a recipe named",
+    "recipe_save": "Save recipe",
+    "recipe_saved": "Saved the recipe **{name}**.",
+    "recipe_applied": "Applied: the settings above are the recipe's. Press **Train** to use them on this dataset.",
+    "recipe_pick_first": "choose a recipe first",
+    "recipe_choice": "recipe: {name}",
+    "recipe_of_run": "settings of run {label}",
+    "recipe_wrong_task": "this recipe's backbones ({backbones}) do not work on {data}: pick a recipe made for {data}",
     "advanced": "Advanced settings",
+    "export_label": "Also put in model.zip",
+    "export_info": "Files that run the image model without tlgui (with onnxruntime, or with PyTorch alone).",
+    "export_onnx": "ONNX (model.onnx)",
+    "export_torchscript": "TorchScript (model.torchscript.pt)",
     "epochs_label": "Epochs (passes over the training data)",
     "lr_label": "Learning rate",
     "batch_label": "Batch size",
@@ -87,6 +120,7 @@ TEXT: dict[str, str] = {
     # train
     "train_btn": "Train",
     "stop_btn": "Stop",
+    "resume_btn": "Resume",
     "status_idle": "Press **Train** to start; the estimate above says about how long it will take.",
     "status_queued": "**Queued**: {ahead} run(s) ahead of yours. This machine trains {limit} run(s) at a time; "
                      "yours starts as soon as one ends.",
@@ -100,7 +134,13 @@ TEXT: dict[str, str] = {
     "status_stopped": "**Stopped** after epoch {ran}: the best model so far (epoch {best}) was kept.",
     "status_stopped_empty": "**Stopped** before the first epoch ended: no model was kept.",
     "status_error": "**Error:** {reason}",
-    "status_interrupted": "the server restarted during this run; start it again",
+    "status_interrupted": "**Interrupted**: the server restarted during this run. Press **Resume** to go on from "
+                          "epoch {epoch}.",
+    "status_interrupted_empty": "**Interrupted**: the server restarted before the first epoch ended. Press **Resume** "
+                                "to start this run again.",
+    "status_stopped_more": " Press **Resume** to train on.",
+    "resume_not_now": "only a stopped or interrupted run can resume",
+    "resume_no_data": "the dataset of this run is gone from the server: load it again and press Train",
     "status_stopping": "**Stopping**: finishing the current batch and keeping the best model…",
     "status_no_run": "no run is going: press Train first",
     "status_run_missing": "that run is not one of yours, or it was deleted",
@@ -140,6 +180,9 @@ TEXT: dict[str, str] = {
     "col_run": "run",
     "col_status": "status",
     "col_accuracy": "val accuracy",
+    "col_transfer": "transfer",
+    "col_macro_f1": "macro F1",
+    "col_time_taken": "time",
     "deleted": "Deleted {label}.",
     "delete_running": "this run is still going: stop it before deleting it",
     "state_queued": "queued",
@@ -147,6 +190,7 @@ TEXT: dict[str, str] = {
     "state_finished": "finished",
     "state_stopped": "stopped",
     "state_failed": "error",
+    "state_interrupted": "interrupted",
     # errors
     "unexpected": "something went wrong ({kind}): {detail}. The server log has the details.",
     # plots
@@ -159,6 +203,39 @@ TEXT: dict[str, str] = {
     "plot_predicted": "predicted",
     "plot_true": "true",
     "plot_count": "examples",
+    # pretrain
+    "pretrain": "Optional: pretrain your own encoder on unlabelled pictures",
+    "pretrain_help": "Teach a small network your kind of pictures without any labels: an **AutoEncoder** learns to "
+                     "redraw each picture from a short code, a **VAE** also learns to draw new ones. Its encoder then "
+                     "shows up among the backbones in step 2 as *my encoder*, for you only. It learns from the "
+                     "dataset of step 1 (labels ignored) or, if you upload one here, from a zip of pictures in any "
+                     "layout.",
+    "pretrain_upload_label": "…or your own pictures: a .zip in any layout, no labels needed",
+    "pretrain_method_label": "Method",
+    "pretrain_method_autoencoder": "AutoEncoder",
+    "pretrain_method_vae": "VAE",
+    "pretrain_size_label": "Image size (smaller learns faster)",
+    "pretrain_btn": "Pretrain",
+    "pretrain_idle": "Press **Pretrain** to start. The encoder is kept, also after a restart, and only you see it.",
+    "pretrain_finished": "**Finished** in {elapsed}: loss {loss} (best epoch {best} of {ran}). Pick **{name}** "
+                         "among the backbones in step 2 (programs: `{value}`).",
+    "pretrain_stopped": "**Stopped** after epoch {ran}: the best encoder so far (epoch {best}) was kept as "
+                        "**{name}** among the backbones in step 2 (programs: `{value}`).",
+    "pretrain_stopped_empty": "**Stopped** before the first epoch ended: no encoder was kept.",
+    "pretrain_interrupted": "**Interrupted**: the server restarted during this run. Press **Pretrain** to start again.",
+    "pretrain_no_run": "no pretraining is going: press Pretrain first",
+    "pretrain_plot_label": "Pretraining loss by epoch (lower: the pictures are redrawn better)",
+    "pretrain_sheet_label": "Pictures beside their reconstructions (a VAE adds a row of pictures it drew itself)",
+    "pretrain_download": "Download encoder.zip",
+    "pretrain_needs_pictures": "pretraining needs pictures, but the dataset of step 1 holds texts: upload a zip of "
+                               "pictures here",
+    "pretrain_bad_setting": "the epochs or the image size is empty or not a number",
+    "method_autoencoder": "autoencoder",
+    "method_vae": "VAE",
+    "my_encoder": "my encoder: {label}",
+    "my_encoder_short": "my {method} #{number}",
+    "encoder_missing": "that pretraining run kept no encoder (it is still going, or it stopped or failed early)",
+    "backbone_not_a_name": "a backbone is a name from the list (an own encoder: encoder:<run id>), never a file path",
 }
 
 

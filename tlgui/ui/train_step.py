@@ -36,10 +36,17 @@ def status_line(p: Progress | None, limit: int) -> str:
                      f1=f"{m['macro_f1']:.3f}", best=m.get("best_epoch", ran), ran=ran)
         return t("status_finished_noval", elapsed=duration(p.elapsed), ran=ran)
     if p.state == "stopped":
+        more = t("status_stopped_more") if p.resumable_from else ""
         if p.has_model:
-            return t("status_stopped", ran=len(p.history), best=p.metrics.get("best_epoch", len(p.history)))
-        return t("status_stopped_empty")
+            return t("status_stopped", ran=len(p.history), best=p.metrics.get("best_epoch", len(p.history))) + more
+        return t("status_stopped_empty") + more
+    if p.state == "interrupted":
+        return t("status_interrupted", epoch=p.resumable_from) if p.resumable_from else t("status_interrupted_empty")
     return t("status_error", reason=p.error or "the run failed")
+
+
+def can_resume(p: Progress | None) -> bool:
+    return p is not None and p.resumable_from is not None
 
 
 def progress_html(p: Progress | None) -> str:
@@ -70,6 +77,7 @@ def build(page, ctx) -> None:
     with gr.Row():
         page.train_btn = gr.Button(t("train_btn"), variant="primary", elem_id="train-btn", scale=3)
         page.stop_btn = gr.Button(t("stop_btn"), variant="stop", elem_id="stop-btn", scale=1)
+        page.resume_btn = gr.Button(t("resume_btn"), elem_id="resume-btn", scale=1, visible=False)
     page.status = gr.Markdown(t("status_idle"), elem_id="status", container=True)
     page.progress = gr.HTML("", elem_id="progress")
     page.loss_plot = gr.Plot(None, label=t("loss_label"), elem_id="loss-plot")
