@@ -52,8 +52,9 @@ class MetricsLog:
                                         "accuracy": e[f"{split}_accuracy"], "elapsed": e["elapsed"]}) + "\n")
 
 
-def print_progress(e: dict, out=sys.stdout) -> None:
+def print_progress(e: dict, out=None) -> None:
     """The CLI's listener: one line per epoch, per phase and per warning; the time estimate first."""
+    out = out or sys.stdout  # looked up at each call: whoever redirected it meanwhile gets the lines
     kind = e["event"]
     if kind == "started":
         print(f"training on {e['device']}: {e['train_size']} train / {e['val_size']} val, "
