@@ -11,6 +11,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"
@@ -19,18 +20,36 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
 STARTUP_S = 240  # importing gradio and torch takes 15 s on an idle 2-core machine, far more on a busy one
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-def _answers(url: str) -> bool:
+def answers(url: str) -> bool:
     try:
         with urllib.request.urlopen(f"{url}/gradio_api/info", timeout=5) as r:
             return r.status == 200
     except OSError:
         return False
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One compute thread for a module: on a shared 2-core machine, OpenMP threads spin against
+    each other and small steps run many times slower split over two."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def own_feature_cache(tmp_path_factory):
+    """A feature cache of the module's own, so that no earlier module's features are reused."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TLGUI_CACHE_DIR", str(tmp_path_factory.mktemp("features")))
+        yield
 
 
 @pytest.fixture(scope="session")
@@ -43,13 +62,13 @@ def app_server(tmp_path_factory):
     env = {**os.environ, "TLGUI_RUNS_DIR": str(dirs["runs"]), "GRADIO_TEMP_DIR": str(dirs["gradio"]),
            "TMPDIR": str(dirs["tmp"]), "TLGUI_CACHE_DIR": str(dirs["features"]), "TLGUI_MAX_JOBS": "1",
            "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONUNBUFFERED": "1"}
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     log = (base / "app.log").open("w")
     proc = subprocess.Popen([sys.executable, "app.py", "--port", str(port)], cwd=ROOT, env=env, stdout=log,
                             stderr=subprocess.STDOUT)
     deadline = time.monotonic() + STARTUP_S
-    while not _answers(url):
+    while not answers(url):
         if proc.poll() is not None or time.monotonic() > deadline:
             proc.kill()
             raise RuntimeError(f"the app did not start:\n{(base / 'app.log').read_text()[-3000:]}")

@@ -24,10 +24,13 @@ def pick_like(page: Page, elem_id: str, pattern: str) -> None:
 
 def train(page: Page, runs_root: Path) -> Path:
     """Press Train and wait for that run (not the one shown before) to finish; its folder."""
-    before = set(runs_root.iterdir())
+    def runs() -> set[Path]:  # a run's folder counts once its run.json is written
+        return {f.parent for f in runs_root.glob("*/run.json")}
+
+    before = runs()
     page.click("#train-btn")
     deadline = time.monotonic() + RUN_S / 1000
-    while not (new := set(runs_root.iterdir()) - before):
+    while not (new := runs() - before):
         assert time.monotonic() < deadline, page.inner_text("#status")
         page.wait_for_timeout(200)
     (folder,) = new

@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import answers, free_port
 from realdata import fashion_mnist, write_class_zip
 from tlgui.bundle import load_bundle
 from tlgui.cli import main
@@ -43,13 +44,7 @@ def no_feature_cache(monkeypatch):
     monkeypatch.setenv("TLGUI_CACHE_MB", "0")  # every run decodes and extracts for real
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One compute thread: on a shared 2-core machine, two spinning threads run many times slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -311,24 +306,6 @@ APP_START_S = 300  # importing gradio and torch takes 15 s on an idle 2-core mac
 APP_RUN_S = 300
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _answers(url: str) -> bool:
-    import urllib.request
-
-    try:
-        with urllib.request.urlopen(f"{url}/gradio_api/info", timeout=5) as r:
-            return r.status == 200
-    except OSError:
-        return False
-
-
 class AppServer:
     """`python app.py` on a free port, with its runs, uploads and temporary files in the test's folder."""
 
@@ -343,13 +320,13 @@ class AppServer:
 
     def start(self) -> str:
         """Start on a free port, or on the same one again: a browser keeps its runs per address."""
-        port = self.port = getattr(self, "port", None) or _free_port()
+        port = self.port = getattr(self, "port", None) or free_port()
         self.url = f"http://127.0.0.1:{port}"
         log = (self.base / "app.log").open("a")
         self.proc = subprocess.Popen([sys.executable, "app.py", "--port", str(port)], cwd=ROOT, env=self.env,
                                      stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + APP_START_S
-        while not _answers(self.url):
+        while not answers(self.url):
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 self.proc.kill()
                 raise RuntimeError(f"the app did not start:\n{(self.base / 'app.log').read_text()[-3000:]}")

@@ -16,7 +16,6 @@ import zlib
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from realdata import fashion_mnist, movie_reviews
@@ -29,13 +28,7 @@ from tlgui.train import train
 SMALL = dict(image_size=32, batch_size=8, epochs=1, patience=0, seed=0)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One compute thread: on a shared 2-core machine, two spinning threads run many times slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _save(img: Image.Image, fmt: str, **kw) -> bytes:

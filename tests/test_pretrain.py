@@ -29,19 +29,7 @@ CLASSES = [0, 1, 7, 8]  # t-shirt, trouser, sneaker, bag
 SMALL = dict(image_size=32, batch_size=32, seed=0)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def quiet_machine(tmp_path_factory):
-    """One thread (OpenMP threads spin against each other on a busy 2-core machine) and a
-    feature cache of this module's own, so that no earlier run's features are reused."""
-    threads, cache = torch.get_num_threads(), os.environ.get("TLGUI_CACHE_DIR")
-    torch.set_num_threads(1)
-    os.environ["TLGUI_CACHE_DIR"] = str(tmp_path_factory.mktemp("features"))
-    yield
-    torch.set_num_threads(threads)
-    if cache is None:
-        os.environ.pop("TLGUI_CACHE_DIR", None)
-    else:
-        os.environ["TLGUI_CACHE_DIR"] = cache
+pytestmark = pytest.mark.usefixtures("one_thread", "own_feature_cache")
 
 
 def _loose_zip(path: Path, per_class: int) -> Path:

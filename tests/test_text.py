@@ -32,13 +32,7 @@ POSITIVE = "An absolute masterpiece: moving, funny and beautifully acted. I love
 NEGATIVE = "A dreadful, boring mess with wooden acting and a stupid plot. A complete waste of time."
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Small recurrent steps run far slower split over two threads on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

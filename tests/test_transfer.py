@@ -4,7 +4,6 @@ only (`--no-pretrained`), a training recipe (`--config`), and what the model car
 from __future__ import annotations
 
 import json
-import os
 import zipfile
 
 import numpy as np
@@ -24,19 +23,7 @@ from tlgui.train import train
 SMALL = dict(image_size=32, batch_size=16, seed=0)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def quiet_machine(tmp_path_factory):
-    """One thread (OpenMP threads spin against each other on a busy 2-core machine) and a
-    feature cache of this module's own."""
-    threads, cache = torch.get_num_threads(), os.environ.get("TLGUI_CACHE_DIR")
-    torch.set_num_threads(1)
-    os.environ["TLGUI_CACHE_DIR"] = str(tmp_path_factory.mktemp("features"))
-    yield
-    torch.set_num_threads(threads)
-    if cache is None:
-        os.environ.pop("TLGUI_CACHE_DIR", None)
-    else:
-        os.environ["TLGUI_CACHE_DIR"] = cache
+pytestmark = pytest.mark.usefixtures("one_thread", "own_feature_cache")
 
 
 @pytest.fixture(scope="module")
