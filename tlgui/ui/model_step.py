@@ -310,7 +310,9 @@ def wire(page, ctx: AppContext) -> callable:
         return {page.recipe_msg: t("recipe_saved", name=name.strip()),
                 page.recipe_pick: gr.Dropdown(choices=runs_step.recipe_choices(ctx, owner), value=f"recipe:{key}")}
 
-    page.recipe_save.click(save_recipe, [page.recipe_name, *page.settings[:12], page.export],
+    # a recipe holds every setting but the earlier model a run starts from
+    recipe_settings = [c for c in page.settings if c not in (page.init_run, page.init_upload)]
+    page.recipe_save.click(save_recipe, [page.recipe_name, *recipe_settings],
                            [page.recipe_msg, page.recipe_pick], api_visibility="private")
 
     @guarded(page.recipe_msg)
@@ -326,9 +328,7 @@ def wire(page, ctx: AppContext) -> callable:
         return {**out, page.recipe_msg: t("recipe_applied")}
 
     page.recipe_apply.click(apply_recipe, [page.recipe_pick, page.dataset_state],
-                            [page.recipe_msg, page.backbones, page.fusion, page.freeze, page.epochs, page.lr,
-                             page.batch_size, page.image_size, page.val_split, page.augment, page.patience, page.seed,
-                             page.start_from, page.export], api_visibility="private")
+                            [page.recipe_msg, *recipe_settings], api_visibility="private")
 
     def then_refresh(event):
         return (event.then(for_dataset, [page.dataset_state, page.backbones], [page.backbones], api_visibility="private",

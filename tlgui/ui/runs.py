@@ -15,6 +15,8 @@ import shutil
 import time
 from pathlib import Path
 
+from ..runs import atomic_write
+
 META = "run.json"
 MISTAKES = "mistakes"
 TERMINAL = ("finished", "stopped", "failed", "interrupted")  # no thread of this server trains them
@@ -47,9 +49,7 @@ def read_meta(folder: Path) -> dict | None:
 
 
 def write_meta(folder: Path, meta: dict) -> None:
-    tmp = folder / f".{META}.tmp"
-    tmp.write_text(json.dumps(meta, indent=1))
-    tmp.replace(folder / META)
+    atomic_write(folder / META, json.dumps(meta, indent=1))
 
 
 def update_meta(folder: Path, **changes) -> None:
