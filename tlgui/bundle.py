@@ -24,10 +24,12 @@ from .errors import TlguiError
 from .export import FILES, check_task, export_bytes, usage
 from .images import BadImage, open_rgb, square_tensor_bytes
 from .model import Classifier
-from .runs import atomic_write, disk_full
+from .runs import atomic_write, disk_full, temp_name
+from .limits import check_bundle_meta, check_zip_directory
 from .sources import check_zip_bomb
 
 FORMAT_VERSION = 1
+META_BYTES = 16 * 1024**2  # tlgui.json: class names and settings, far below this
 
 
 def transfer_kind(config: RunConfig) -> str:
@@ -68,6 +70,7 @@ def save_bundle(path: Path, model: Classifier, config: RunConfig, dataset, metri
         "exports": {},
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
+    meta = without_server_paths(meta)
     files = {}
     for fmt in config.export:
         try:
@@ -94,12 +97,35 @@ def save_bundle(path: Path, model: Classifier, config: RunConfig, dataset, metri
     return path
 
 
+def public_name(value: str) -> str:
+    """A file named by a bundle, without the folders it lay in on this machine: an own encoder
+    or an earlier model by its run's id (`encoder:ID`, `model:ID`), anything else by its name."""
+    p = Path(value)
+    if p.name in ("encoder.zip", "model.zip") and p.parent.name:
+        return f"{p.stem}:{p.parent.name}"
+    return p.name
+
+
+def without_server_paths(value):
+    """`value` (tlgui.json's content) with every file path of this machine replaced by `public_name`."""
+    if isinstance(value, dict):
+        return {k: without_server_paths(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [without_server_paths(v) for v in value]
+    if isinstance(value, str) and (os.path.isabs(value) or (value.endswith(".zip") and ("/" in value or "\\" in value))):
+        return public_name(value)
+    return value
+
+
 def _write_zip(path: Path, write) -> None:
     """`write(zipfile)` into a temporary name beside `path`, then rename: no half bundle ever has its name."""
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = temp_name(path)
     try:
-        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
-            write(z)
+        with tmp.open("wb") as f:
+            with zipfile.ZipFile(f, "w", zipfile.ZIP_DEFLATED) as z:
+                write(z)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException as e:
         tmp.unlink(missing_ok=True)
@@ -250,10 +276,10 @@ def _bundle_path(path: str | Path) -> Path:
 
 def read_bundle(path: str | Path) -> tuple[dict, dict[str, torch.Tensor], zipfile.ZipFile]:
     path = _bundle_path(path)
+    meta = read_bundle_meta(path)  # its numbers checked before the weights are read
     try:
         z = zipfile.ZipFile(path)
         check_zip_bomb(z.infolist(), path.name)  # before reading any member
-        meta = json.loads(z.read("tlgui.json"))
         state = load_safetensors(z.read("model.safetensors"))
     except (zipfile.BadZipFile, KeyError, json.JSONDecodeError, UnicodeDecodeError, OSError):
         raise TlguiError(f"{path.name} is not a tlgui model bundle (model.zip with tlgui.json and model.safetensors)") from None
@@ -262,9 +288,29 @@ def read_bundle(path: str | Path) -> tuple[dict, dict[str, torch.Tensor], zipfil
     except Exception as e:  # safetensors raises its own errors for a damaged or foreign file (a pickle)
         raise TlguiError(f"{path.name}: the weights are not a valid safetensors file ({type(e).__name__}); "
                          "other formats are refused, never unpickled: export the model again") from None
+    return meta, state, z
+
+
+def _checked(meta, path: Path) -> dict:
     if not isinstance(meta, dict) or meta.get("format_version") != FORMAT_VERSION or "classes" not in meta:
         raise TlguiError(f"{path.name} is not a tlgui model bundle of a version this tlgui reads")
-    return meta, state, z
+    check_bundle_meta(meta, path.name)
+    return meta
+
+
+def read_bundle_meta(path: str | Path) -> dict:
+    """A bundle's tlgui.json alone, checked: the weights are not read."""
+    path = _bundle_path(path)
+    try:
+        check_zip_directory(path, path.name)
+        with zipfile.ZipFile(path) as z:
+            info = z.getinfo("tlgui.json")
+            if info.file_size > META_BYTES:
+                raise TlguiError(f"{path.name}: its tlgui.json is too large to be a tlgui model bundle")
+            meta = json.loads(z.read(info))
+    except (zipfile.BadZipFile, KeyError, json.JSONDecodeError, UnicodeDecodeError, OSError):
+        raise TlguiError(f"{path.name} is not a tlgui model bundle (model.zip with tlgui.json and model.safetensors)") from None
+    return _checked(meta, path)
 
 
 def load_bundle(path: str | Path) -> LoadedModel:
@@ -287,9 +333,7 @@ ARCHITECTURE = ("backbones", "fusion", "fusion_dim", "image_size", "max_length")
 def init_settings(path: str | Path) -> dict:
     """The settings that shape an earlier bundle's network, so that `--init MODEL.zip` alone
     rebuilds the same network (same backbones at the same input size) before taking its weights."""
-    meta, _, z = read_bundle(path)
-    z.close()
-    config = meta.get("config", {})
+    config = read_bundle_meta(path).get("config", {})
     return {k: config[k] for k in ARCHITECTURE if k in config}
 
 

@@ -17,6 +17,7 @@ import numpy as np
 
 from .errors import TlguiError
 from .images import IMAGE_EXTS, BadImage, open_rgb
+from .limits import ReadBudget, check_classes, check_table_rows, check_table_size
 from .sources import DirSource, Source, check_dataset_file, is_hidden, open_source
 
 csv.field_size_limit(1 << 26)  # long documents in a text column are fine; the default stops at 128 KB
@@ -75,9 +76,12 @@ class Dataset:
         if "val" in self.splits and "" not in self.splits:
             return
         rng = np.random.default_rng(seed)
-        pool = [i for i, s in enumerate(self.splits) if s in ("", "train")]
+        pool = np.array([i for i, s in enumerate(self.splits) if s in ("", "train")], dtype=np.int64)
+        # grouped by class once (a stable sort keeps each class's files in order): O(n log n), not n x classes
+        by_class = pool[np.argsort(self.labels[pool], kind="stable")] if len(pool) else pool
+        ends = np.searchsorted(self.labels[by_class], np.arange(len(self.classes) + 1)) if len(pool) else None
         for c in range(len(self.classes)):
-            idx = np.array([i for i in pool if self.labels[i] == c])
+            idx = by_class[ends[c]:ends[c + 1]].copy() if len(pool) else np.array([], dtype=np.int64)
             rng.shuffle(idx)
             n_val = int(round(len(idx) * val_split)) if len(idx) >= 2 else 0
             n_val = min(max(n_val, 1 if val_split > 0 and len(idx) >= 2 else 0), len(idx) - 1) if len(idx) else 0
@@ -131,11 +135,27 @@ def read_dataset(path: str | Path, *, image_column: str | None = None, text_colu
     if path.is_file():
         check_dataset_file(path)
     if path.is_file() and path.suffix.lower() in TABLE_EXTS:
+        check_table_size(path.name, path.stat().st_size)  # before a byte of it is read
         source = DirSource(path.parent, label=path.stem, walk=False)  # its images lie beside it
-        return _from_table(source, path.name, path.read_bytes(), [], image_column, text_column, label_column)
+        return _read_with_budget(source, lambda: _from_table(source, path.name, path.read_bytes(), [], image_column,
+                                                             text_column, label_column))
     if path.is_file() and path.suffix.lower() != ".zip":
         raise TlguiError(f"{path.name}: unsupported file type; upload a .zip of class folders, or a .csv/.tsv table")
     source = open_source(path)
+    return _read_with_budget(source, lambda: _from_source(source, image_column, text_column, label_column))
+
+
+def _read_with_budget(source: Source, read):
+    """Bytes and pixels of one read-in counted as they are read, then the counter taken away
+    (training reads the same files again, and that is not new work)."""
+    source.budget = ReadBudget(source.label)
+    try:
+        return read()
+    finally:
+        source.budget = None
+
+
+def _from_source(source: Source, image_column, text_column, label_column) -> Dataset:
     skipped = list(source.skipped)
     names = [n for n in source.names if not is_hidden(n)]
     skipped += [(n, "hidden or system file") for n in source.names if is_hidden(n)]
@@ -143,6 +163,8 @@ def read_dataset(path: str | Path, *, image_column: str | None = None, text_colu
     tables = [n for n in names if PurePosixPath(n).suffix.lower() in TABLE_EXTS and n.count("/") == prefix.count("/")]
     if tables:
         table = sorted(tables, key=lambda n: (not PurePosixPath(n).stem.lower().startswith(("label", "data", "train")), n))[0]
+        if hasattr(source, "_infos"):
+            check_table_size(table, source._infos[table].file_size)
         return _from_table(source, table, source.read(table), list(source.skipped), image_column, text_column, label_column)
     ds = _from_folders(source, names, prefix, skipped)
     if source.empty_dirs:
@@ -193,9 +215,13 @@ def _from_folders(source: Source, names: list[str], prefix: str, skipped: list[t
 def _build_images(source: Source, entries: list[tuple[str, str, str]], skipped: list[tuple[str, str]]) -> Dataset:
     def check(entry):
         try:
+            if source.budget is not None:
+                source.budget.check()
             data = source.read(entry[0])
-            open_rgb(data, draft=64)
+            open_rgb(data, draft=64, budget=source.budget)
             return hashlib.blake2b(data, digest_size=12).hexdigest(), None
+        except TlguiError:
+            raise  # a limit of the whole dataset: the read ends here
         except BadImage as e:
             return None, str(e)
         except Exception as e:  # a file that vanished, a damaged zip member: skip it, never crash the read
@@ -231,6 +257,8 @@ def _decode_text(data: bytes) -> str:
 
 def _read_table(name: str, data: bytes) -> tuple[list[str], list[tuple[int, list[str]]]]:
     """The header and the non-blank rows, each with its row number as a spreadsheet shows it."""
+    check_table_size(name, len(data))
+    check_table_rows(name, data)
     text = _decode_text(data).replace("\x00", "")
     first = text.lstrip("\r\n").split("\n", 1)[0]
     if name.lower().endswith(".tsv"):
@@ -313,7 +341,9 @@ def _natural(s: str):
 
 
 def _finish(task, source, inputs, names, splits, digests, skipped, name=None) -> Dataset:
-    classes = sorted(set(names), key=lambda c: (_natural(c), c))  # ties (Cat, cat) in a fixed order
+    distinct = set(names)
+    check_classes(len(distinct))
+    classes = sorted(distinct, key=lambda c: (_natural(c), c))  # ties (Cat, cat) in a fixed order
     index = {c: i for i, c in enumerate(classes)}
     ds = Dataset(task=task, name=name or (source.label if source else "dataset"), classes=classes, inputs=list(inputs),
                  labels=np.array([index[n] for n in names], dtype=np.int64), splits=list(splits),

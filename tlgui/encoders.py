@@ -10,6 +10,7 @@ A classifier bundle records the encoder's architecture in its backbone entry (ki
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import zipfile
@@ -23,6 +24,7 @@ from torch import nn
 
 from .backbones import BackboneInfo, ImageBackbone
 from .errors import TlguiError
+from .runs import atomic_write
 from .sources import check_zip_bomb
 
 FORMAT = "tlgui-encoder"
@@ -79,6 +81,11 @@ class ConvEncoder(nn.Module):
 
 
 def encoder_from_arch(arch: dict) -> ConvEncoder:
+    from .limits import check_numbers
+
+    check_numbers(arch, "the encoder")  # a forged width is refused, not allocated
+    if len(arch.get("widths", [])) > 8:
+        raise TlguiError("the encoder's description is damaged (more than 8 blocks): run `tlgui pretrain` again")
     try:
         return ConvEncoder(arch["widths"], arch.get("convs_per_block", 2), arch.get("latent_dim"),
                            arch.get("in_channels", 3))
@@ -106,12 +113,12 @@ def save_encoder(path: Path, encoder: ConvEncoder, meta: dict) -> Path:
     meta = {"format": FORMAT, "format_version": FORMAT_VERSION, **meta, "arch": dict(encoder.arch),
             "feature_dim": encoder.out_dim}
     state = {k: v.detach().cpu().contiguous().clone() for k, v in encoder.state_dict().items()}
-    tmp = path.with_name(f".{path.name}.tmp")
-    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
         z.writestr(WEIGHTS_FILE, save_safetensors(state))
         z.writestr(META_FILE, json.dumps(meta, indent=1))
         z.writestr("README.md", encoder_card(meta))
-    os.replace(tmp, path)
+    atomic_write(path, buf.getvalue())
     return path
 
 

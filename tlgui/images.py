@@ -8,6 +8,7 @@ import warnings
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .errors import TlguiError
 from .sources import env_limit
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
@@ -16,19 +17,19 @@ IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff",
 FORMATS = ("JPEG", "PNG", "BMP", "GIF", "WEBP", "TIFF", "PPM")
 SIGNATURES = (b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"BM", b"II*\x00", b"MM\x00*", b"RIFF")
 MAX_PIXELS = 64_000_000  # TLGUI_MAX_MEGAPIXELS; larger pictures are refused before they are decoded
-
-Image.MAX_IMAGE_PIXELS = None  # we check the size ourselves, with a clear message
+# Pillow's own bomb limit stays on as a second guard (it refuses beyond twice its MAX_IMAGE_PIXELS).
 
 
 class BadImage(ValueError):
     """The file could not be used as an image; the message is the reason shown in the report."""
 
 
-def open_rgb(data: bytes, draft: int | None = None) -> Image.Image:
+def open_rgb(data: bytes, draft: int | None = None, budget=None) -> Image.Image:
     """Decode `data` to an RGB image, honouring EXIF orientation.
 
     `draft` lets JPEG decode at a reduced scale when only a small picture is needed, which is
-    several times faster than a full decode.
+    several times faster than a full decode. `budget` (a limits.ReadBudget) counts the pixels
+    decoded, and refuses once a whole dataset's pictures pass its limit.
     """
     if not data:
         raise BadImage("empty file")
@@ -42,9 +43,13 @@ def open_rgb(data: bytes, draft: int | None = None) -> Image.Image:
                 raise BadImage(f"too large ({w}x{h} pixels; the limit is {limit / 1e6:g} megapixels)")
             if draft and img.format == "JPEG":
                 img.draft("RGB", (draft, draft))
+            if budget is not None:
+                budget.add_pixels(img.size[0] * img.size[1])
             img.load()
             return to_rgb(_upright(img))
-    except BadImage:
+    except Image.DecompressionBombError:
+        raise BadImage("too large (beyond the image library's own limit)") from None
+    except (BadImage, TlguiError):
         raise
     except UnidentifiedImageError:
         if data.startswith(SIGNATURES):  # it starts like a picture, so it is one that got damaged

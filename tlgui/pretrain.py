@@ -8,6 +8,7 @@ and atomically, `encoder.zip`, which `train --backbone DIR/encoder.zip` uses as 
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -28,6 +29,7 @@ from .encoders import DEFAULT_WIDTHS, METHODS, ConvEncoder, save_encoder
 from .errors import TlguiError
 from .events import Emitter, Listener, StopRequested
 from .images import IMAGE_EXTS
+from .runs import atomic_write
 from .sources import is_hidden, open_source
 from .train import pick_device, seed_everything
 
@@ -400,9 +402,9 @@ def save_reconstructions(path: Path, model: nn.Module, pixels: torch.Tensor, bat
         for c, tile in enumerate(row):
             arr = (tile.clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
             sheet.paste(Image.fromarray(arr).resize((size, size), Image.NEAREST), (left(c), gap + r * (size + gap)))
-    tmp = path.with_name(f".{path.name}.tmp")
-    sheet.save(tmp, format="PNG")
-    os.replace(tmp, path)
+    buf = io.BytesIO()
+    sheet.save(buf, format="PNG")
+    atomic_write(path, buf.getvalue())
     return path
 
 

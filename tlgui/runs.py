@@ -39,12 +39,21 @@ def disk_full(e: BaseException, where: Path) -> TlguiError | None:
                       "(train ... --resume)")
 
 
+def temp_name(path: Path) -> Path:
+    """`.NAME.<random>.tmp` beside `path`: hidden, unique, and swept by `remove_partial_writes`."""
+    return path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
+
+
 def atomic_write(path: Path, data: bytes | str) -> None:
-    """Write under a temporary name, then rename: readers see the old file or the new one, never half of one."""
+    """Write under a temporary name of this writer's own, flush it to disk, then rename: readers
+    see the old file or the new one, never half of one, and two writers never share a temporary."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = temp_name(path)
     try:
-        tmp.write_bytes(data.encode() if isinstance(data, str) else data)
+        with tmp.open("wb") as f:
+            f.write(data.encode() if isinstance(data, str) else data)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException as e:
         tmp.unlink(missing_ok=True)

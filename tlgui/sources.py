@@ -106,6 +106,7 @@ class DirSource(Source):
     def __init__(self, root: Path, label: str | None = None, walk: bool = True):
         self.root = Path(root).resolve()
         self.label = label or self.root.name
+        self.budget = None  # a limits.ReadBudget while the dataset is read in
         self.names, self.skipped, self.empty_dirs = [], [], []
         if walk:
             self._walk()
@@ -144,7 +145,16 @@ class DirSource(Source):
         path = self._path(name)
         if path is None:
             raise ValueError("path outside the dataset")
-        return path.read_bytes()
+        from .limits import member_bytes
+
+        cap = member_bytes()
+        with path.open("rb") as f:
+            data = f.read(cap + 1)
+        if len(data) > cap:
+            raise OSError(f"larger than the {cap // 1024**2} MB limit for one file (TLGUI_MAX_MEMBER_MB)")
+        if getattr(self, "budget", None) is not None:
+            self.budget.add_bytes(len(data))
+        return data
 
 
 class ZipSource(Source):
@@ -153,8 +163,12 @@ class ZipSource(Source):
         self.label = self.path.stem
         self._zip: zipfile.ZipFile | None = None
         self._pid = -1
+        self.budget = None  # a limits.ReadBudget while the upload is read in
         check_dataset_file(self.path)
+        from .limits import check_zip_directory  # limits reads this module's settings
+
         try:
+            check_zip_directory(self.path, self.path.name)  # before zipfile parses every entry
             infos = self._open().infolist()
         except (zipfile.BadZipFile, OSError, ValueError, EOFError):
             raise TlguiError(f"{self.path.name} is not a readable zip file: re-create the zip and upload it again") from None
@@ -187,15 +201,22 @@ class ZipSource(Source):
         return name in self._infos
 
     def read(self, name: str) -> bytes:
-        info = self._infos[name]
+        from .limits import member_bytes
+
+        info, cap = self._infos[name], member_bytes()
+        if info.file_size > cap:
+            raise OSError(f"larger than the {cap // 1024**2} MB limit for one file (TLGUI_MAX_MEMBER_MB)")
         try:
             with self._open().open(info) as f:
-                return f.read(info.file_size + 1)[: info.file_size]  # never more than the directory declared
+                data = f.read(min(info.file_size, cap) + 1)[: info.file_size]  # never more than declared, nor the cap
         except (zipfile.BadZipFile, EOFError, NotImplementedError, RuntimeError) as e:  # CRC, truncation, ...
             raise OSError(f"damaged zip member ({type(e).__name__})") from None
+        if self.budget is not None:
+            self.budget.add_bytes(len(data))  # counted as read, not as the directory declares
+        return data
 
     def __getstate__(self):
-        return {**self.__dict__, "_zip": None, "_pid": -1}
+        return {**self.__dict__, "_zip": None, "_pid": -1, "budget": None}
 
 
 def _member_name(info: zipfile.ZipInfo) -> str:

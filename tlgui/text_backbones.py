@@ -165,7 +165,14 @@ def build_minilm(pretrained: bool) -> MiniLMBackbone:
 
 
 def restore_minilm(entry: dict, read: Callable[[str], bytes]) -> MiniLMBackbone:
-    body = _bert(read("config.json").decode())
+    from .limits import check_numbers
+
+    config = read("config.json").decode()
+    try:
+        check_numbers(json.loads(config), "the bundle's text backbone")  # sizes bounded before BERT is built
+    except ValueError:
+        raise TlguiError("the bundle's text backbone description is damaged: export the model again") from None
+    body = _bert(config)
     return MiniLMBackbone(body, read("tokenizer.json").decode(), entry.get("max_length", DEFAULT_MAX_LENGTH))
 
 

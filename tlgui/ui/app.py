@@ -67,6 +67,7 @@ def wire_training(page, ctx: AppContext) -> None:
         config = model_step.make_config(backbones, fusion, freeze, epochs, lr, batch_size, image_size, val_split,
                                         augment, patience, seed, start_from, export=export)
         config = model_step.start_model(ctx, owner, config, start_from, init_run, init_upload)
+        ctx.jobs.policy.check_run(config.backbones, config.epochs)  # public mode's limits, before anything queues
         for name in config.backbones:
             task = get_info(name).task
             if task != state["task"]:
@@ -228,5 +229,5 @@ def launch(host: str = "127.0.0.1", port: int = 7860, settings: AppSettings | No
     demo.queue(default_concurrency_limit=4, max_size=64)
     log.info("runs are kept in %s; %d run(s) train at a time", settings.runs_root, settings.max_jobs)
     demo.launch(server_name=host, server_port=port, max_file_size=f"{settings.max_upload_mb}mb",
-                allowed_paths=[str(settings.runs_root)], css=CSS_FILE.read_text(),
+                css=CSS_FILE.read_text(),  # no allowed_paths: run files go out only through serve.copy_out
                 theme=gr.themes.Soft(primary_hue="indigo", neutral_hue="slate"), show_error=False)

@@ -11,6 +11,7 @@ import gradio as gr
 
 from ..bundle import LoadedModel, load_bundle
 from ..errors import TlguiError
+from ..public import Policy
 from . import runs
 from .estimate import SpeedProbe
 from .jobs import JobManager
@@ -34,7 +35,7 @@ class AppContext:
 
     @classmethod
     def create(cls, settings: AppSettings) -> AppContext:
-        return cls(settings, JobManager(settings.runs_root, settings.max_jobs))
+        return cls(settings, JobManager(settings.runs_root, settings.max_jobs, Policy.from_env()))
 
     def owner(self, request: gr.Request | None) -> str:
         return self.sessions.owner(request)

@@ -57,8 +57,12 @@ def summary_markdown(ds: Dataset, origin: str) -> str:
 
 def sample_indices(ds: Dataset, per_class: int) -> list[int]:
     picked: list[int] = []
-    for c in range(len(ds.classes)):
-        picked += [i for i, y in enumerate(ds.labels.tolist()) if y == c][:per_class]
+    seen: dict[int, int] = {}
+    for i, y in enumerate(ds.labels.tolist()):  # one pass, whatever the number of classes
+        if seen.get(y, 0) < per_class:
+            seen[y] = seen.get(y, 0) + 1
+            picked.append(i)
+    picked.sort(key=lambda i: ds.labels[i])  # class by class, as before
     return picked[:MAX_SAMPLES]
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from ..config import RunConfig
 from ..datasets import Dataset
 from ..errors import TlguiError
+from ..public import Policy
 from ..runs import checkpoint_epoch, remove_partial_writes
 from . import runs
 from .text import t
@@ -83,6 +84,8 @@ class Job:
     elapsed: float | None = None
     has_model: bool = False
     resume: bool = False  # go on from the folder's last checkpoint
+    owner: str = ""  # the owner's hash, for the per-browser queue limit
+    note: str | None = None  # why the server itself stopped the run (its time limit)
 
     def listen(self, e: dict) -> None:
         """The engine's listener: keep the latest of each kind; drawing is the page's business."""
@@ -105,8 +108,9 @@ class Job:
 
 
 class JobManager:
-    def __init__(self, root: Path, max_jobs: int = 1):
+    def __init__(self, root: Path, max_jobs: int = 1, policy: Policy | None = None):
         self.root, self.max_jobs = Path(root), max_jobs
+        self.policy = policy or Policy(False, None, None, None, None, None, None)
         self._lock = threading.Lock()
         self._jobs: dict[str, Job] = {}
         self._queue: deque[Job] = deque()
@@ -123,11 +127,12 @@ class JobManager:
     # -- starting and stopping -----------------------------------------------------------
     def submit(self, owner: str, config: object, dataset: Dataset, meta: dict,
                work: Callable[[Job], str] = train_work) -> str:
-        run_id, folder = runs.create(self.root, owner, meta)
         # each run splits its own copy: the engine writes the split into the dataset it is given
         own = dataclasses.replace(dataset, splits=list(dataset.splits))
-        job = Job(run_id, folder, config, own, work)
         with self._lock:
+            self._admit(runs.owner_hash(owner))
+            run_id, folder = runs.create(self.root, owner, meta)
+            job = Job(run_id, folder, config, own, work, owner=runs.owner_hash(owner))
             self._jobs[run_id] = job
             self._queue.append(job)
             self._pump()
@@ -139,8 +144,11 @@ class JobManager:
             job = self._jobs.get(run_id)
             if job is not None and job.state not in runs.TERMINAL:
                 return  # already queued or training
+            owner = (runs.read_meta(folder) or {}).get("owner", "")
+            self._admit(owner)
             config = RunConfig.load(folder / "config.json")
-            job = Job(run_id, folder, config, dataclasses.replace(dataset, splits=list(dataset.splits)), resume=True)
+            job = Job(run_id, folder, config, dataclasses.replace(dataset, splits=list(dataset.splits)), resume=True,
+                      owner=owner)
             runs.update_meta(folder, state="queued", error=None)
             self._jobs[run_id] = job
             self._queue.append(job)
@@ -156,6 +164,15 @@ class JobManager:
                 self._queue.remove(job)
                 self._end(job, "stopped")
 
+    def _admit(self, owner: str) -> None:
+        """The queue limits of the server's policy (called with the lock held)."""
+        active = [j for j in self._jobs.values() if j.state not in runs.TERMINAL]
+        self.policy.check_queue(sum(j.owner == owner for j in active), len(active))
+
+    def active_count(self) -> int:
+        with self._lock:
+            return sum(j.state not in runs.TERMINAL for j in self._jobs.values())
+
     def _pump(self) -> None:
         """Start queued runs while there is room (called with the lock held)."""
         while self._queue and len(self._running) < self.max_jobs:
@@ -167,6 +184,11 @@ class JobManager:
 
     def _work(self, job: Job) -> None:
         state = "failed"
+        cap = self.policy.max_run_s
+        timer = threading.Timer(cap, self._time_up, args=(job, cap)) if cap else None
+        if timer:
+            timer.daemon = True
+            timer.start()
         try:
             state = job.work(job)
         except TlguiError as e:
@@ -175,14 +197,22 @@ class JobManager:
             log.exception("run %s failed", job.run_id)
             job.error = t("unexpected", kind=type(e).__name__, detail=str(e)[:200])
         finally:
+            if timer:
+                timer.cancel()
             with self._lock:
                 self._running.discard(job.run_id)
                 self._end(job, state)
                 self._pump()
 
+    def _time_up(self, job: Job, cap: float) -> None:
+        """The run reached the server's time limit: stop it as Stop would, keeping its best epoch."""
+        job.warning = job.note = t("time_limit_reached", minutes=f"{cap / 60:g}")
+        job.stop.set()
+
     def _end(self, job: Job, state: str) -> None:
         job.state = state
-        runs.update_meta(job.folder, state=state, error=job.error, ended=time.time())
+        runs.update_meta(job.folder, state=state, error=job.error, ended=time.time(),
+                         note=job.note)
         job.dataset = None  # type: ignore[assignment]  # let the pictures go
 
     # -- reading -------------------------------------------------------------------------
@@ -224,6 +254,7 @@ def progress_from_disk(run_id: str, folder: Path) -> Progress:
     state = meta.get("state", "failed")
     saved = checkpoint_epoch(folder)
     return Progress(run_id, state, res.get("history") or runs.history(folder), error=meta.get("error"),
+                    warning=meta.get("note"),
                     has_model=(folder / "model.zip").exists(), metrics=res.get("metrics", {}),
                     elapsed=res.get("elapsed"),
                     resumable_from=(saved or 0) if state == "interrupted" else saved if state == "stopped" else None)

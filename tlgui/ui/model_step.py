@@ -89,9 +89,16 @@ def start_model(ctx: AppContext, owner: str, config: RunConfig, start_from: str,
             raise TlguiError(t("init_pick_upload"))
         bundle = Path(init_upload)
     network = init_settings(bundle)  # refuses anything but a tlgui bundle, never unpickles
+    names = []
     for name in network.get("backbones", []):
+        if str(name).startswith("encoder:"):  # bundles name an own encoder by its run's id
+            folder = runs.folder_of(ctx.settings.runs_root, name[len("encoder:"):], owner)
+            name = str(folder / "encoder.zip") if folder else name
         if name not in registry() and not _owned_encoder(ctx, owner, name):
             raise TlguiError(t("init_foreign_encoder", name=Path(name).name))
+        names.append(name)
+    if names:
+        network["backbones"] = names
     return RunConfig.from_dict({**config.to_dict(), **{k: network[k] for k in ARCHITECTURE if k in network},
                                 "init": str(bundle), "pretrained": True})
 

@@ -21,6 +21,7 @@ from . import plots, runs, train_step
 from .context import AppContext
 from .guard import guarded
 from .jobs import Job, Progress
+from .serve import copy_out
 from .text import duration, t
 
 PREFIX = "encoder:"  # a backbone value that names one of the caller's pretraining runs
@@ -51,7 +52,8 @@ def encoder_choices(ctx: AppContext, owner: str) -> list[tuple[str, str]]:
 def backbone_choices(ctx: AppContext, owner: str, task: str) -> list[tuple[str, str]]:
     """What the backbones list offers for `task`: (for pictures) the owner's encoders first, where
     they are easy to find, then the registry's."""
-    names = [(name, name) for name, info in registry().items() if info.task == task]
+    names = [(name, name) for name, info in registry().items()
+             if info.task == task and ctx.jobs.policy.allows_backbone(name, info.params)]  # public mode: sized for it
     return (encoder_choices(ctx, owner) if task == "image" else []) + names
 
 
@@ -121,8 +123,8 @@ def show(page, folder: Path | None, p: Progress | None, limit: int) -> dict:
     encoder, sheet = folder / ENCODER, folder / SHEET
     kept = p.done and encoder.exists()
     return {page.pretrain_status: status_line(p, folder, limit), page.pretrain_plot: plots.curves(p.history, ("loss",)),
-            page.pretrain_shown: len(p.history), page.pretrain_sheet: str(sheet) if p.done and sheet.exists() else None,
-            page.pretrain_download: gr.DownloadButton(value=str(encoder) if kept else None, visible=kept),
+            page.pretrain_shown: len(p.history), page.pretrain_sheet: copy_out(sheet) if p.done else None,
+            page.pretrain_download: gr.DownloadButton(value=copy_out(encoder) if kept else None, visible=kept),
             page.pretrain_timer: gr.Timer(active=not p.done)}
 
 

@@ -8,6 +8,7 @@ import gradio as gr
 import pandas as pd
 
 from . import plots, runs
+from .serve import copy_out
 from .text import percent, t
 
 
@@ -53,7 +54,7 @@ def view(page, folder: Path | None, task: str) -> dict:
         out.update({page.results_md: t("results_noval"), page.confusion: None, page.per_class: None})
     mistakes = res.get("mistakes", [])
     if task == "image":
-        pictures = [(str(folder / runs.MISTAKES / f"{k}.png"), t("mistake_caption", predicted=m_["predicted"], true=m_["true"]))
+        pictures = [(copy_out(folder / runs.MISTAKES / f"{k}.png"), t("mistake_caption", predicted=m_["predicted"], true=m_["true"]))
                     for k, m_ in enumerate(mistakes) if (folder / runs.MISTAKES / f"{k}.png").exists()]
         out[page.mistakes] = gr.Gallery(value=pictures, visible=True)
         out[page.mistakes_text] = gr.Dataframe(visible=False)

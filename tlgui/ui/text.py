@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from .safety_text import SAFETY_TEXT
+
 TEXT: dict[str, str] = {
     # page
     "title": "tlgui: train an image or text classifier in your browser",
@@ -237,6 +239,7 @@ TEXT: dict[str, str] = {
     "encoder_missing": "that pretraining run kept no encoder (it is still going, or it stopped or failed early)",
     "backbone_not_a_name": "a backbone is a name from the list (an own encoder: encoder:<run id>), never a file path",
 }
+TEXT.update(SAFETY_TEXT)  # the server's limits speak in their own module
 
 
 def t(key: str, **values) -> str:

@@ -37,6 +37,7 @@ def status_line(p: Progress | None, limit: int) -> str:
         return t("status_finished_noval", elapsed=duration(p.elapsed), ran=ran)
     if p.state == "stopped":
         more = t("status_stopped_more") if p.resumable_from else ""
+        more += f" {p.warning}" if p.warning else ""  # the server's time limit stopped it
         if p.has_model:
             return t("status_stopped", ran=len(p.history), best=p.metrics.get("best_epoch", len(p.history))) + more
         return t("status_stopped_empty") + more

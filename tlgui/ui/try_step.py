@@ -9,6 +9,8 @@ import gradio as gr
 from ..errors import TlguiError
 from .context import AppContext
 from .guard import guarded
+from .picture_input import GuardedImage, read_picture
+from .serve import copy_out
 from .text import t
 
 TOP_K = 3
@@ -29,8 +31,9 @@ def build(page, ctx) -> None:
     with gr.Column(visible=False, elem_id="try") as page.try_col:
         with gr.Row(equal_height=False):
             with gr.Column():
-                page.predict_image = gr.Image(type="pil", sources=["upload", "clipboard"], label=t("predict_image_label"),
-                                              elem_id="predict-input", height=240, image_mode="RGB")
+                # the upload reaches the handler undecoded: read_picture checks its size from the header first
+                page.predict_image = GuardedImage(type="filepath", sources=["upload", "clipboard"],
+                                                  label=t("predict_image_label"), elem_id="predict-input", height=240)
                 page.predict_text = gr.Textbox(label=t("predict_text_label"), lines=4, visible=False,
                                                elem_id="predict-text")
                 page.predict_btn = gr.Button(t("predict_btn"), variant="primary", elem_id="predict-btn")
@@ -60,7 +63,7 @@ def view(page, folder: Path | None, task: str) -> dict:
     return {page.try_col: gr.Column(visible=True), page.try_wait: gr.Markdown(visible=False),
             page.predict_image: gr.Image(value=None, visible=image), page.predict_text: gr.Textbox(visible=not image),
             page.predict_output: None, page.predict_msg: "",
-            page.download_btn: gr.DownloadButton(value=str(model), interactive=True), page.snippet: snippet(task)}
+            page.download_btn: gr.DownloadButton(value=copy_out(model), interactive=True), page.snippet: snippet(task)}
 
 
 def wire(page, ctx: AppContext) -> None:
@@ -73,7 +76,7 @@ def wire(page, ctx: AppContext) -> None:
         if model.task == "image":
             if picture is None:
                 raise TlguiError(t("predict_empty"))
-            item = picture
+            item = read_picture(picture, draft=model.meta["preprocessing"]["image_size"])
         else:
             if not text or not text.strip():
                 raise TlguiError(t("predict_empty"))
@@ -93,6 +96,6 @@ def wire(page, ctx: AppContext) -> None:
         path = folder / "model.zip"
         if not path.exists():
             raise gr.Error(t("try_wait"))
-        return str(path)
+        return copy_out(path)
 
     page.download_api.click(model_file, [page.run_state], [page.download_btn], api_name="download")
