@@ -304,6 +304,7 @@ def read_bundle_meta(path: str | Path) -> dict:
     try:
         check_zip_directory(path, path.name)
         with zipfile.ZipFile(path) as z:
+            check_zip_bomb(z.infolist(), path.name)  # before reading any member
             info = z.getinfo("tlgui.json")
             if info.file_size > META_BYTES:
                 raise TlguiError(f"{path.name}: its tlgui.json is too large to be a tlgui model bundle")

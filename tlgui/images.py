@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 import warnings
 
 import numpy as np
@@ -47,8 +48,11 @@ def open_rgb(data: bytes, draft: int | None = None, budget=None) -> Image.Image:
                 budget.add_pixels(img.size[0] * img.size[1])
             img.load()
             return to_rgb(_upright(img))
-    except Image.DecompressionBombError:
-        raise BadImage("too large (beyond the image library's own limit)") from None
+    except Image.DecompressionBombError as e:  # Pillow's own guard, before ours: it says how many pixels
+        found = re.search(r"\((\d+) pixels\)", str(e))
+        size = f"{int(found.group(1)) / 1e6:,.0f} megapixels" if found else "beyond the image library's limit"
+        limit = env_limit("TLGUI_MAX_MEGAPIXELS", MAX_PIXELS, 1_000_000)
+        raise BadImage(f"too large ({size}; the limit is {limit / 1e6:g} megapixels)") from None
     except (BadImage, TlguiError):
         raise
     except UnidentifiedImageError:

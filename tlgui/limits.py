@@ -52,7 +52,7 @@ def read_bytes() -> int:
 
 
 def dataset_pixels() -> int:
-    return int(env_limit("TLGUI_MAX_DATASET_MEGAPIXELS", MAX_DATASET_MEGAPIXELS, 1_000_000))
+    return int(env_limit("TLGUI_MAX_DATASET_MEGAPIXELS", MAX_DATASET_MEGAPIXELS * 1_000_000, 1_000_000))
 
 
 # -- tables -----------------------------------------------------------------------------------
@@ -107,8 +107,7 @@ def check_zip_directory(path: Path, label: str) -> None:
     entries, cd_size = zip_directory(path)
     n_max = max_files()
     if entries > n_max:
-        raise TlguiError(f"{label} holds {entries:,} files, above the limit of {n_max:,}: use a smaller one "
-                         "(or raise TLGUI_MAX_FILES)")
+        raise TlguiError(f"{label} holds {entries} files, above the limit of {n_max}: use a smaller one")
     if cd_size > MAX_CENTRAL_DIRECTORY_MB * 1024**2:
         raise TlguiError(f"{label} has a {cd_size / 1024**2:,.0f} MB directory of files: use a smaller zip")
 

@@ -27,9 +27,9 @@ def run_outputs(page) -> list:
             *results_step.outputs(page), *try_step.outputs(page), *runs_step.outputs(page)]
 
 
-def run_view(page, ctx: AppContext, run_id: str | None, request: gr.Request | None) -> dict:
+def run_view(page, ctx: AppContext, run_id: str | None, request: gr.Request | None, key: str | None = None) -> dict:
     """The whole page for `run_id` (None: no run yet); the timer runs while the run does."""
-    owner = ctx.owner(request)
+    owner = ctx.owner(request, key)
     folder = runs.folder_of(ctx.settings.runs_root, run_id, owner) if run_id else None
     out = runs_step.view(page, ctx, owner, run_id if folder else None)
     if folder is None:
@@ -56,14 +56,14 @@ def wire_training(page, ctx: AppContext) -> None:
     def start(state: dict | None, backbones: list[str], fusion: str, freeze: str, epochs: float, lr: float,
               batch_size: float, image_size: str, val_split: float, augment: str, patience: float, seed: float,
               start_from: str = "pretrained", init_run: str | None = None, init_upload: str | None = None,
-              export: list[str] | None = None, request: gr.Request = None) -> dict:
+              export: list[str] | None = None, owner_key: str | None = None, request: gr.Request = None) -> dict:
         """Queue a run with the page's settings; the page then follows it through the timer.
 
         Returns the new run as `started_state` too, which stays None when the run could not start."""
         if not state:
             raise TlguiError(t("no_dataset"))
-        owner = ctx.owner(request)
-        backbones = pretrain_step.encoder_paths(ctx, backbones, state["task"], request)
+        owner = ctx.owner(request, owner_key)
+        backbones = pretrain_step.encoder_paths(ctx, backbones, state["task"], request, owner_key)
         config = model_step.make_config(backbones, fusion, freeze, epochs, lr, batch_size, image_size, val_split,
                                         augment, patience, seed, start_from, export=export)
         config = model_step.start_model(ctx, owner, config, start_from, init_run, init_upload)
@@ -82,19 +82,19 @@ def wire_training(page, ctx: AppContext) -> None:
         p = ctx.jobs.progress(run_id, ctx.settings.runs_root / run_id)
         return {page.run_state: run_id, page.started_state: run_id, page.status: train_step.status_line(p, limit)}
 
-    def follow(started: str | None, request: gr.Request) -> dict:
+    def follow(started: str | None, owner_key: str | None = None, request: gr.Request = None) -> dict:
         if not started:  # the click did not start a run: the status already says why
             return {page.done_state: gr.skip()}
-        return run_view(page, ctx, started, request)
+        return run_view(page, ctx, started, request, owner_key)
 
-    page.train_btn.click(start, [page.dataset_state, *page.settings], [page.run_state, page.started_state, page.status],
-                         api_name="train").then(follow, [page.started_state], run_outputs(page), api_visibility="private",
+    page.train_btn.click(start, [page.dataset_state, *page.settings, page.owner], [page.run_state, page.started_state, page.status],
+                         api_name="train").then(follow, [page.started_state, page.owner], run_outputs(page), api_visibility="private",
                                                 show_progress="hidden")
 
     @guarded(page.status, reset={page.started_state: None})
-    def resume(run_id: str | None, request: gr.Request) -> dict:
+    def resume(run_id: str | None, owner_key: str | None = None, request: gr.Request = None) -> dict:
         """Queue the shown run again from its last epoch checkpoint, on the dataset it was started with."""
-        folder = ctx.run_folder(run_id, request)
+        folder = ctx.run_folder(run_id, request, owner_key)
         if not train_step.can_resume(ctx.jobs.progress(run_id, folder)):
             raise TlguiError(t("resume_not_now"))
         source = (runs.read_meta(folder) or {}).get("source")
@@ -107,29 +107,29 @@ def wire_training(page, ctx: AppContext) -> None:
         return {page.started_state: run_id, page.status: train_step.status_line(p, limit),
                 page.resume_btn: gr.Button(visible=False)}
 
-    page.resume_btn.click(resume, [page.run_state], [page.started_state, page.status, page.resume_btn],
-                          api_name="resume").then(follow, [page.started_state], run_outputs(page),
+    page.resume_btn.click(resume, [page.run_state, page.owner], [page.started_state, page.status, page.resume_btn],
+                          api_name="resume").then(follow, [page.started_state, page.owner], run_outputs(page),
                                                   api_visibility="private", show_progress="hidden")
 
     @guarded(page.status)
-    def stop(run_id: str | None, request: gr.Request) -> dict:
-        folder = ctx.run_folder(run_id, request)
+    def stop(run_id: str | None, owner_key: str | None = None, request: gr.Request = None) -> dict:
+        folder = ctx.run_folder(run_id, request, owner_key)
         ctx.jobs.stop(run_id)
         return {page.status: train_step.status_line(ctx.jobs.progress(run_id, folder), limit)}
 
-    page.stop_btn.click(stop, [page.run_state], [page.status], api_name="stop")
+    page.stop_btn.click(stop, [page.run_state, page.owner], [page.status], api_name="stop")
 
     @guarded(page.status)
-    def status(run_id: str | None, request: gr.Request) -> dict:
-        folder = ctx.run_folder(run_id, request)
+    def status(run_id: str | None, owner_key: str | None = None, request: gr.Request = None) -> dict:
+        folder = ctx.run_folder(run_id, request, owner_key)
         return {page.status: train_step.status_line(ctx.jobs.progress(run_id, folder), limit)}
 
-    page.status_api.click(status, [page.run_state], [page.status], api_name="status")
+    page.status_api.click(status, [page.run_state, page.owner], [page.status], api_name="status")
 
-    def poll(run_id: str | None, shown: int, request: gr.Request) -> dict:
+    def poll(run_id: str | None, shown: int, owner_key: str | None = None, request: gr.Request = None) -> dict:
         """One timer tick: status and progress always, the curve only when an epoch ended."""
         try:
-            folder = ctx.run_folder(run_id, request)
+            folder = ctx.run_folder(run_id, request, owner_key)
         except TlguiError:
             return {page.timer: gr.Timer(active=False)}
         p = ctx.jobs.progress(run_id, folder)
@@ -141,29 +141,29 @@ def wire_training(page, ctx: AppContext) -> None:
                         page.resume_btn: gr.Button(visible=train_step.can_resume(p))})
         return out
 
-    page.timer.tick(poll, [page.run_state, page.shown_state],
+    page.timer.tick(poll, [page.run_state, page.shown_state, page.owner],
                     [page.status, page.progress, page.loss_plot, page.shown_state, page.timer, page.done_state,
                      page.resume_btn],
                     api_visibility="private", show_progress="hidden", concurrency_limit=None)
 
-    def ended(run_id: str | None, request: gr.Request) -> dict:
-        return run_view(page, ctx, run_id, request) if run_id else {page.done_state: gr.skip()}
+    def ended(run_id: str | None, owner_key: str | None = None, request: gr.Request = None) -> dict:
+        return run_view(page, ctx, run_id, request, owner_key) if run_id else {page.done_state: gr.skip()}
 
-    page.done_state.change(ended, [page.done_state], run_outputs(page), api_visibility="private", show_progress="hidden")
+    page.done_state.change(ended, [page.done_state, page.owner], run_outputs(page), api_visibility="private", show_progress="hidden")
 
 
 def wire_runs(page, ctx: AppContext) -> None:
-    def open_run(run_id: str | None, request: gr.Request) -> dict:
+    def open_run(run_id: str | None, owner_key: str | None = None, request: gr.Request = None) -> dict:
         if not run_id:
             return {page.runs_msg: ""}
-        return {page.run_state: run_id, page.runs_msg: "", **run_view(page, ctx, run_id, request)}
+        return {page.run_state: run_id, page.runs_msg: "", **run_view(page, ctx, run_id, request, owner_key)}
 
-    page.open_btn.click(open_run, [page.run_pick], [page.run_state, page.runs_msg, *run_outputs(page)],
+    page.open_btn.click(open_run, [page.run_pick, page.owner], [page.run_state, page.runs_msg, *run_outputs(page)],
                         api_visibility="private")
 
     @guarded(page.runs_msg)
-    def delete(run_id: str | None, current: str | None, request: gr.Request) -> dict:
-        folder = ctx.run_folder(run_id, request)
+    def delete(run_id: str | None, current: str | None, owner_key: str | None = None, request: gr.Request = None) -> dict:
+        folder = ctx.run_folder(run_id, request, owner_key)
         if ctx.jobs.is_active(run_id):
             raise TlguiError(t("delete_running"))
         label = runs_step.run_label(runs.read_meta(folder) or {"id": run_id})
@@ -171,9 +171,9 @@ def wire_runs(page, ctx: AppContext) -> None:
         ctx.jobs.forget(run_id)
         ctx.drop_model(run_id)
         keep = current if current != run_id else None
-        return {page.run_state: keep, page.runs_msg: t("deleted", label=label), **run_view(page, ctx, keep, request)}
+        return {page.run_state: keep, page.runs_msg: t("deleted", label=label), **run_view(page, ctx, keep, request, owner_key)}
 
-    page.delete_btn.click(delete, [page.run_pick, page.run_state], [page.run_state, page.runs_msg, *run_outputs(page)],
+    page.delete_btn.click(delete, [page.run_pick, page.run_state, page.owner], [page.run_state, page.runs_msg, *run_outputs(page)],
                           api_visibility="private")
 
 
@@ -183,7 +183,7 @@ def wire_session(page, ctx: AppContext, demo: gr.Blocks) -> None:
         token = ctx.sessions.register(request, token)
         mine = runs.list_runs(ctx.settings.runs_root, token)
         run_id = ctx.jobs.active_run(mine) or (mine[0]["id"] if mine else None)
-        return {page.owner: token, page.run_state: run_id, **run_view(page, ctx, run_id, request)}
+        return {page.owner: token, page.run_state: run_id, **run_view(page, ctx, run_id, request, token)}
 
     page.loaded = demo.load(on_load, [page.owner], [page.owner, page.run_state, *run_outputs(page)],
                             api_visibility="private", show_progress="hidden")

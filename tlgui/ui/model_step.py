@@ -253,11 +253,11 @@ def _image_size_choices(chosen: list[str]) -> list[tuple[str, str]]:
 def wire(page, ctx: AppContext) -> callable:
     """Returns `then_refresh(event)`, which the data step uses to chain a refresh after a load."""
 
-    def for_dataset(state: dict | None, chosen: list[str] | None, request: gr.Request) -> dict:
+    def for_dataset(state: dict | None, chosen: list[str] | None, owner_key: str | None = None, request: gr.Request = None) -> dict:
         """Offer the backbones of the dataset's task (and the person's own encoders), keeping their choice
         where it still fits."""
         task = state["task"] if state else "image"
-        choices = pretrain_step.backbone_choices(ctx, ctx.owner(request), task)
+        choices = pretrain_step.backbone_choices(ctx, ctx.owner(request, owner_key), task)
         names = [value for _, value in choices]
         keep = [n for n in (chosen or []) if n in names] or default_backbones(task)
         return {page.backbones: gr.Dropdown(choices=choices, value=keep)}
@@ -309,36 +309,36 @@ def wire(page, ctx: AppContext) -> callable:
 
     @guarded(page.recipe_msg)
     def save_recipe(name: str, backbones, fusion, freeze, epochs, lr, batch_size, image_size, val_split, augment,
-                    patience, seed, start_from, export, request: gr.Request) -> dict:
+                    patience, seed, start_from, export, owner_key: str | None = None, request: gr.Request = None) -> dict:
         config = make_config(backbones, fusion, freeze, epochs, lr, batch_size, image_size, val_split, augment,
                              patience, seed, start_from, export=export)
-        owner = ctx.owner(request)
+        owner = ctx.owner(request, owner_key)
         key = recipes.save(ctx.settings.runs_root, owner, name, config)
         return {page.recipe_msg: t("recipe_saved", name=name.strip()),
                 page.recipe_pick: gr.Dropdown(choices=runs_step.recipe_choices(ctx, owner), value=f"recipe:{key}")}
 
     # a recipe holds every setting but the earlier model a run starts from
     recipe_settings = [c for c in page.settings if c not in (page.init_run, page.init_upload)]
-    page.recipe_save.click(save_recipe, [page.recipe_name, *recipe_settings],
+    page.recipe_save.click(save_recipe, [page.recipe_name, *recipe_settings, page.owner],
                            [page.recipe_msg, page.recipe_pick], api_visibility="private")
 
     @guarded(page.recipe_msg)
-    def apply_recipe(choice: str | None, state: dict | None, request: gr.Request) -> dict:
+    def apply_recipe(choice: str | None, state: dict | None, owner_key: str | None = None, request: gr.Request = None) -> dict:
         if not choice:
             raise TlguiError(t("recipe_pick_first"))
         kind, _, key = choice.partition(":")
         if kind == "run":
-            config = RunConfig.load(ctx.run_folder(key, request) / "config.json")
+            config = RunConfig.load(ctx.run_folder(key, request, owner_key) / "config.json")
         else:
-            config = recipes.load(ctx.settings.runs_root, ctx.owner(request), key)
+            config = recipes.load(ctx.settings.runs_root, ctx.owner(request, owner_key), key)
         out = settings_of(page, config, state["task"] if state else "image")
         return {**out, page.recipe_msg: t("recipe_applied")}
 
-    page.recipe_apply.click(apply_recipe, [page.recipe_pick, page.dataset_state],
+    page.recipe_apply.click(apply_recipe, [page.recipe_pick, page.dataset_state, page.owner],
                             [page.recipe_msg, *recipe_settings], api_visibility="private")
 
     def then_refresh(event):
-        return (event.then(for_dataset, [page.dataset_state, page.backbones], [page.backbones], api_visibility="private",
+        return (event.then(for_dataset, [page.dataset_state, page.backbones, page.owner], [page.backbones], api_visibility="private",
                            show_progress="hidden")
                 .then(refresh_waiting, [page.dataset_state, *page.settings], outputs, api_visibility="private",
                       show_progress="hidden"))

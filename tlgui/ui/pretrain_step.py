@@ -65,13 +65,14 @@ def shown_name(name: str) -> str:
     return (runs.read_meta(path.parent) or {}).get("name", ENCODER)
 
 
-def encoder_paths(ctx: AppContext, backbones: list[str] | None, task: str, request: gr.Request | None) -> list[str]:
+def encoder_paths(ctx: AppContext, backbones: list[str] | None, task: str, request: gr.Request | None,
+                  key: str | None = None) -> list[str]:
     """The backbones a client sent, as the engine names them: `encoder:<run id>` becomes that
     run's encoder.zip when the run is the caller's; a file path from a client is never taken."""
     names = []
     for value in backbones or []:
         if is_encoder(value):
-            folder = ctx.run_folder(value[len(PREFIX):], request)  # anyone else's run does not exist
+            folder = ctx.run_folder(value[len(PREFIX):], request, key)  # anyone else's run does not exist
             path = folder / ENCODER
             if not path.exists():
                 raise TlguiError(t("encoder_missing"))
@@ -183,9 +184,9 @@ def wire(page, ctx: AppContext) -> None:
 
     @guarded(page.pretrain_status, reset={page.pretrain_started: None})
     def start(state: dict | None, upload: str | None = None, method: str = METHODS[0], epochs: float = DEFAULT_EPOCHS,
-              image_size: int = IMAGE_SIZES[0], request: gr.Request = None) -> dict:
+              image_size: int = IMAGE_SIZES[0], owner_key: str | None = None, request: gr.Request = None) -> dict:
         """Queue a pretraining run; the section then follows it through its timer."""
-        owner = ctx.owner(request)
+        owner = ctx.owner(request, owner_key)
         dataset = pictures(ctx, state, upload)
         try:
             config = PretrainConfig(method=method, epochs=int(epochs), image_size=int(image_size))
@@ -201,41 +202,41 @@ def wire(page, ctx: AppContext) -> None:
         return {page.pretrain_run: run_id, page.pretrain_started: run_id,
                 page.pretrain_status: status_line(p, root / run_id, limit)}
 
-    def follow(started: str | None, request: gr.Request) -> dict:
+    def follow(started: str | None, owner_key: str | None = None, request: gr.Request = None) -> dict:
         if not started:  # the click did not start a run: the status already says why
             return {page.pretrain_timer: gr.skip()}
-        folder = ctx.run_folder(started, request)
+        folder = ctx.run_folder(started, request, owner_key)
         return show(page, folder, ctx.jobs.progress(started, folder), limit)
 
     page.pretrain_btn.click(start, [page.dataset_state, page.pretrain_upload, page.pretrain_method,
-                                    page.pretrain_epochs, page.pretrain_size],
+                                    page.pretrain_epochs, page.pretrain_size, page.owner],
                             [page.pretrain_run, page.pretrain_started, page.pretrain_status],
-                            api_name="pretrain").then(follow, [page.pretrain_started], outputs(page),
+                            api_name="pretrain").then(follow, [page.pretrain_started, page.owner], outputs(page),
                                                       api_visibility="private", show_progress="hidden")
 
-    def status_of(run_id: str | None, request: gr.Request, stop: bool = False) -> dict:
+    def status_of(run_id: str | None, request: gr.Request, key: str | None, stop: bool = False) -> dict:
         if not run_id:
             raise TlguiError(t("pretrain_no_run"))
-        folder = ctx.run_folder(run_id, request)
+        folder = ctx.run_folder(run_id, request, key)
         if stop:
             ctx.jobs.stop(run_id)
         return {page.pretrain_status: status_line(ctx.jobs.progress(run_id, folder), folder, limit)}
 
     @guarded(page.pretrain_status)
-    def stop(run_id: str | None, request: gr.Request) -> dict:
-        return status_of(run_id, request, stop=True)
+    def stop(run_id: str | None, owner_key: str | None = None, request: gr.Request = None) -> dict:
+        return status_of(run_id, request, owner_key, stop=True)
 
     @guarded(page.pretrain_status)
-    def status(run_id: str | None, request: gr.Request) -> dict:
-        return status_of(run_id, request)
+    def status(run_id: str | None, owner_key: str | None = None, request: gr.Request = None) -> dict:
+        return status_of(run_id, request, owner_key)
 
-    page.pretrain_stop_btn.click(stop, [page.pretrain_run], [page.pretrain_status], api_name="pretrain_stop")
-    page.pretrain_status_api.click(status, [page.pretrain_run], [page.pretrain_status], api_name="pretrain_status")
+    page.pretrain_stop_btn.click(stop, [page.pretrain_run, page.owner], [page.pretrain_status], api_name="pretrain_stop")
+    page.pretrain_status_api.click(status, [page.pretrain_run, page.owner], [page.pretrain_status], api_name="pretrain_status")
 
-    def poll(run_id: str | None, shown: int, state: dict | None, request: gr.Request) -> dict:
+    def poll(run_id: str | None, shown: int, state: dict | None, owner_key: str | None = None, request: gr.Request = None) -> dict:
         """One tick: the status always, the curve when an epoch ended, everything (and the
         owner's backbones, now with this encoder) once the run is over."""
-        owner = ctx.owner(request)
+        owner = ctx.owner(request, owner_key)
         folder = runs.folder_of(root, run_id, owner) if run_id else None
         if folder is None:
             return {page.pretrain_timer: gr.Timer(active=False)}
@@ -247,14 +248,14 @@ def wire(page, ctx: AppContext) -> None:
             out.update({page.pretrain_plot: plots.curves(p.history, ("loss",)), page.pretrain_shown: len(p.history)})
         return out
 
-    page.pretrain_timer.tick(poll, [page.pretrain_run, page.pretrain_shown, page.dataset_state],
+    page.pretrain_timer.tick(poll, [page.pretrain_run, page.pretrain_shown, page.dataset_state, page.owner],
                              [*outputs(page), page.backbones], api_visibility="private", show_progress="hidden",
                              concurrency_limit=None)
 
-    def on_load(state: dict | None, request: gr.Request) -> dict:
+    def on_load(state: dict | None, owner_key: str | None = None, request: gr.Request = None) -> dict:
         """Show the owner's pretraining still going (closing a tab never stops one), else the latest,
         and offer their encoders among the backbones."""
-        owner = ctx.owner(request)
+        owner = ctx.owner(request, owner_key)
         mine = runs.list_runs(root, owner, kind="pretrain")
         run_id = ctx.jobs.active_run(mine) or (mine[0]["id"] if mine else None)
         folder = root / run_id if run_id else None
@@ -266,6 +267,6 @@ def wire(page, ctx: AppContext) -> None:
             out[page.pretrain_box] = gr.Accordion(open=True)
         return out
 
-    page.loaded.then(on_load, [page.dataset_state],
+    page.loaded.then(on_load, [page.dataset_state, page.owner],
                      [page.pretrain_run, *outputs(page), page.backbones, page.pretrain_box],
                      api_visibility="private", show_progress="hidden")

@@ -71,10 +71,10 @@ def view(page, ctx: AppContext, owner: str, current: str | None = None) -> dict:
 
 def wire(page, ctx: AppContext) -> None:
     @guarded(page.runs_msg)
-    def compare(ids: list[str] | None, request: gr.Request) -> dict:
+    def compare(ids: list[str] | None, owner_key: str | None = None, request: gr.Request = None) -> dict:
         series, rows = [], []
         for run_id in ids or []:
-            folder = ctx.run_folder(run_id, request)
+            folder = ctx.run_folder(run_id, request, owner_key)
             meta = runs.read_meta(folder) or {}
             res = runs.results(folder) or {}
             series.append((run_label(meta), res.get("history") or runs.history(folder)))
@@ -91,5 +91,5 @@ def wire(page, ctx: AppContext) -> None:
         return {page.compare_plot: gr.Plot(value=plots.compare(series) if series else None, visible=bool(series)),
                 page.compare_table: gr.Dataframe(value=table, visible=bool(rows)), page.runs_msg: ""}
 
-    page.compare.change(compare, [page.compare], [page.compare_plot, page.compare_table, page.runs_msg],
+    page.compare.change(compare, [page.compare, page.owner], [page.compare_plot, page.compare_table, page.runs_msg],
                         api_visibility="private", show_progress="hidden")

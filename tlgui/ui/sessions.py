@@ -1,12 +1,14 @@
 """Who is asking: each browser has its own secret owner token, kept in its local storage.
 
-The page sends the token once when it loads; requests after that carry only Gradio's
-per-page session hash, which this table maps back to the token. Programs that call the API
-without a browser are owners by their client session.
+The page sends the token with every event (the `owner` input of each handler), so a server
+restart with the tab open loses nothing. This table maps Gradio's per-page session hash to the
+token as well, for events that carry none. Programs that call the API without a browser are
+owners by their client session (or pass a key of their own as the `owner_key` parameter).
 """
 
 from __future__ import annotations
 
+import re
 import secrets
 import threading
 from pathlib import Path
@@ -14,6 +16,7 @@ from pathlib import Path
 import gradio as gr
 
 SECRET_FILE = ".browser-secret"
+OWNER_KEY = re.compile(r"[A-Za-z0-9_-]{16,128}")
 
 
 def browser_secret(root: Path) -> str:
@@ -33,6 +36,11 @@ def new_owner_token() -> str:
     return secrets.token_urlsafe(24)
 
 
+def is_owner_key(token) -> bool:
+    """A browser's key as `new_owner_token` makes them; never the `session:` names of programs."""
+    return isinstance(token, str) and OWNER_KEY.fullmatch(token) is not None
+
+
 class Sessions:
     def __init__(self) -> None:
         self._owners: dict[str, str] = {}
@@ -40,7 +48,7 @@ class Sessions:
 
     def register(self, request: gr.Request | None, token: str | None) -> str:
         """Bind this page to the browser's token (made here on its first visit); returns the token."""
-        if not isinstance(token, str) or len(token) < 16:
+        if not is_owner_key(token):
             token = new_owner_token()
         if request is not None and request.session_hash:
             with self._lock:

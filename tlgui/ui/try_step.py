@@ -68,8 +68,8 @@ def view(page, folder: Path | None, task: str) -> dict:
 
 def wire(page, ctx: AppContext) -> None:
     @guarded(page.predict_msg)
-    def predict(run_id: str | None, picture, text: str | None, request: gr.Request) -> dict:
-        folder = ctx.run_folder(run_id, request)
+    def predict(run_id: str | None, picture, text: str | None, owner_key: str | None = None, request: gr.Request = None) -> dict:
+        folder = ctx.run_folder(run_id, request, owner_key)
         if not (folder / "model.zip").exists():
             raise TlguiError(t("try_wait"))
         model = ctx.model(run_id, folder)
@@ -84,13 +84,13 @@ def wire(page, ctx: AppContext) -> None:
         row = model.predict([item], top_k=TOP_K)[0]
         return {page.predict_output: {label: score for label, score in row["top_k"]}, page.predict_msg: ""}
 
-    page.predict_btn.click(predict, [page.run_state, page.predict_image, page.predict_text],
+    page.predict_btn.click(predict, [page.run_state, page.predict_image, page.predict_text, page.owner],
                            [page.predict_output, page.predict_msg], api_name="predict")
 
-    def model_file(run_id: str | None, request: gr.Request) -> str:
+    def model_file(run_id: str | None, owner_key: str | None = None, request: gr.Request = None) -> str:
         """The run's model.zip for a program; a missing one is an API error, not a page line."""
         try:
-            folder = ctx.run_folder(run_id, request)
+            folder = ctx.run_folder(run_id, request, owner_key)
         except TlguiError as e:
             raise gr.Error(str(e)) from None
         path = folder / "model.zip"
@@ -98,4 +98,4 @@ def wire(page, ctx: AppContext) -> None:
             raise gr.Error(t("try_wait"))
         return copy_out(path)
 
-    page.download_api.click(model_file, [page.run_state], [page.download_btn], api_name="download")
+    page.download_api.click(model_file, [page.run_state, page.owner], [page.download_btn], api_name="download")
