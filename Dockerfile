@@ -19,6 +19,7 @@ RUN pip install --extra-index-url "$TORCH_INDEX" -r requirements.txt \
 
 COPY --chown=user . .
 USER user
-ENV TLGUI_RUNS_DIR=/home/user/app/runs
+ENV TLGUI_RUNS_DIR=/home/user/app/runs \
+    TLGUI_PUBLIC=1
 EXPOSE 7860
 CMD ["python", "app.py"]

@@ -10,7 +10,9 @@ import gradio as gr
 
 from ..backbones import get_info
 from ..errors import TlguiError
-from . import data_step, model_step, plots, pretrain_step, results_step, runs, runs_step, train_step, try_step
+from ..public import is_public
+from . import (data_step, model_step, plots, pretrain_step, results_step, retention, runs, runs_step, train_step,
+               try_step)
 from .context import AppContext
 from .guard import guarded
 from .sessions import browser_secret
@@ -183,9 +185,10 @@ def wire_session(page, ctx: AppContext, demo: gr.Blocks) -> None:
         token = ctx.sessions.register(request, token)
         mine = runs.list_runs(ctx.settings.runs_root, token)
         run_id = ctx.jobs.active_run(mine) or (mine[0]["id"] if mine else None)
-        return {page.owner: token, page.run_state: run_id, **run_view(page, ctx, run_id, request, token)}
+        return {page.owner: token, page.run_state: run_id, **run_view(page, ctx, run_id, request, token),
+                page.runs_msg: retention.removed_notice(ctx.settings.runs_root, token)}
 
-    page.loaded = demo.load(on_load, [page.owner], [page.owner, page.run_state, *run_outputs(page)],
+    page.loaded = demo.load(on_load, [page.owner], [page.owner, page.run_state, *run_outputs(page), page.runs_msg],
                             api_visibility="private", show_progress="hidden")
     page.loaded.then(page.refresh_waiting, [page.dataset_state, *page.settings], page.refresh_outputs,
                      api_visibility="private", show_progress="hidden")
@@ -199,8 +202,10 @@ def wire_session(page, ctx: AppContext, demo: gr.Blocks) -> None:
 def build_demo(ctx: AppContext) -> gr.Blocks:
     page = SimpleNamespace()
     ctx.probe.start()
-    # uploads older than two days go (a run reads its upload only while it trains)
-    with gr.Blocks(title="tlgui", fill_width=False, delete_cache=(3600, 2 * 86400)) as demo:
+    # Gradio's copies of downloads and any upload left behind (uploads are removed once read) go after
+    # two days, or three hours on a public server
+    cache_s = 3 * 3600 if is_public() else 2 * 86400
+    with gr.Blocks(title="tlgui", fill_width=False, delete_cache=(min(3600, cache_s), cache_s)) as demo:
         page.owner = gr.BrowserState(None, storage_key="tlgui-owner", secret=browser_secret(ctx.settings.runs_root))
         gr.Markdown(f"# {t('title')}\n{t('intro')}", elem_id="header")
         data_step.build(page, ctx)
@@ -226,6 +231,7 @@ def launch(host: str = "127.0.0.1", port: int = 7860, settings: AppSettings | No
     settings = settings or AppSettings.from_env()
     ctx = AppContext.create(settings)
     demo = build_demo(ctx)
+    retention.start_sweeper(settings.runs_root, ctx.jobs.is_active)
     demo.queue(default_concurrency_limit=4, max_size=64)
     log.info("runs are kept in %s; %d run(s) train at a time", settings.runs_root, settings.max_jobs)
     demo.launch(server_name=host, server_port=port, max_file_size=f"{settings.max_upload_mb}mb",

@@ -136,6 +136,16 @@ def _example_cli_path(path: Path) -> str:
         return str(path)
 
 
+def remove_upload(file: str) -> None:
+    """Delete an uploaded file once it was read; Gradio's folder for it goes too when empty."""
+    path = Path(file)
+    path.unlink(missing_ok=True)
+    try:
+        path.parent.rmdir()
+    except OSError:
+        pass
+
+
 def wire(page, ctx: AppContext, then_refresh) -> None:
     """`then_refresh(event)` chains the model step's refresh after a dataset load."""
 
@@ -156,6 +166,8 @@ def wire(page, ctx: AppContext, then_refresh) -> None:
             ds = ctx.store.get(file)
         except Exception as e:
             return {page.dataset_state: None, page.summary: error_line(e)}
+        finally:
+            remove_upload(file)  # read once: what training needs stays open in memory
         return {page.dataset_state: dataset_state(ds, Path(file), "upload", Path(file).name),
                 page.summary: summary_markdown(ds, "upload")}
 

@@ -24,7 +24,7 @@ from ..errors import TlguiError
 from ..public import Policy
 from ..runs import checkpoint_epoch, remove_partial_writes
 from . import runs
-from .text import t
+from .text import duration, t
 
 log = logging.getLogger("tlgui.ui")
 MAX_MISTAKE_PICTURES = 24
@@ -206,7 +206,7 @@ class JobManager:
 
     def _time_up(self, job: Job, cap: float) -> None:
         """The run reached the server's time limit: stop it as Stop would, keeping its best epoch."""
-        job.warning = job.note = t("time_limit_reached", minutes=f"{cap / 60:g}")
+        job.warning = job.note = t("time_limit_reached", time=duration(cap))
         job.stop.set()
 
     def _end(self, job: Job, state: str) -> None:

@@ -9,12 +9,13 @@ from pathlib import Path
 from ..datasets import Dataset, read_dataset
 from ..errors import TlguiError
 
-KEEP = 8  # datasets kept in memory; an evicted one is simply read again
+KEEP = 16  # datasets kept in memory; an evicted one is read again (an upload removed once read: uploaded again)
 
 
 class DatasetStore:
     def __init__(self) -> None:
         self._cache: OrderedDict[tuple, Dataset] = OrderedDict()
+        self._by_path: dict[str, Dataset] = {}  # the latest read of each path, also once its file is removed
         self._lock = threading.Lock()
 
     def get(self, path: str | Path) -> Dataset:
@@ -22,6 +23,10 @@ class DatasetStore:
         try:
             st = path.stat()
         except OSError:
+            with self._lock:
+                kept = self._by_path.get(str(path))
+            if kept is not None:  # an upload removed once read: its dataset (and open zip handle) stays
+                return kept
             raise TlguiError(f"the dataset file {path.name} is gone: upload it again") from None
         key = (str(path), st.st_mtime_ns, st.st_size)
         with self._lock:
@@ -31,6 +36,9 @@ class DatasetStore:
         ds = read_dataset(path)
         with self._lock:
             self._cache[key] = ds
+            self._by_path[str(path)] = ds
             while len(self._cache) > KEEP:
-                self._cache.popitem(last=False)
+                (old, *_), gone = self._cache.popitem(last=False)
+                if self._by_path.get(old) is gone:
+                    del self._by_path[old]
         return ds
