@@ -239,3 +239,25 @@ def test_a_run_past_the_time_limit_stops_and_keeps_its_best_model(tmp_path, tiny
     assert p.state == "stopped" and p.has_model and 1 <= len(p.history) < 500
     assert "stops every run after 15 s; the best epoch so far was kept" in app_runs.read_meta(folder)["note"]
     assert load_bundle(folder / "model.zip").classes == read_dataset(tiny_zip).classes
+
+
+def test_old_and_oversized_runs_go_oldest_first_never_a_running_one(tmp_path, monkeypatch):
+    from tlgui.ui import retention
+    from tlgui.ui import runs as app_runs
+
+    root, owner, now, ids = tmp_path / "runs", "owner-key-0123456789abc", time.time(), {}
+    for name, hours, state, size in (("old", 72, "finished", 10), ("busy", 100, "running", 10),
+                                     ("mid", 10, "stopped", 600_000), ("new", 1, "finished", 600_000)):
+        run_id, folder = app_runs.create(root, owner, {"label": name})
+        app_runs.update_meta(folder, state=state, created=now - hours * 3600)
+        (folder / "model.zip").write_bytes(bytes(size))
+        ids[name] = run_id
+    monkeypatch.setenv("TLGUI_RUN_MAX_AGE_HOURS", "48")
+    monkeypatch.setenv("TLGUI_RUNS_MAX_GB", str(1e6 / 1024**3))  # about 1 MB
+    removed = retention.sweep_runs(root, active=lambda run_id: run_id == ids["busy"])
+    assert [e["label"] for e in removed] == ["old", "mid"]
+    assert {f.name for f in root.iterdir() if f.is_dir()} == {ids["busy"], ids["new"]}
+    note = retention.removed_notice(root, owner)
+    assert "old was removed on" in note and "older than 48 h, the longest this server keeps a run" in note
+    assert "mid was removed on" in note and "the oldest ones make room" in note
+    assert retention.removed_notice(root, "someone-else-0123456789") == ""

@@ -11,7 +11,6 @@ from __future__ import annotations
 import io
 import json
 import math
-import os
 import sys
 import threading
 import time
@@ -24,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .batches import decode_images, index_batches
-from .datasets import TABLE_EXTS, Dataset, _build_images, read_dataset
+from .datasets import TABLE_EXTS, Dataset, _build_images, _read_with_budget, read_dataset
 from .encoders import DEFAULT_WIDTHS, METHODS, ConvEncoder, save_encoder
 from .errors import TlguiError
 from .events import Emitter, Listener, StopRequested
@@ -97,7 +96,7 @@ def read_images(path: str | Path) -> Dataset:
     chosen = set(images)
     skipped = [(n, "not an image file") for n in names
                if n not in chosen and PurePosixPath(n).suffix.lower() not in TABLE_EXTS]
-    ds = _build_images(source, [(n, "images", "") for n in images], skipped)
+    ds = _read_with_budget(source, lambda: _build_images(source, [(n, "images", "") for n in images], skipped))
     ds.warnings = []  # class-count warnings mean nothing without labels
     return ds
 
