@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 from collections.abc import Callable
 
 from ..errors import TlguiError
 from .text import t
 
 log = logging.getLogger("tlgui.ui")
+SERVER_PATH = re.compile(r"(?<![\w.:/])/(?:[\w.@+~-]+/)+([\w.@+~-]+)")
+
+
+def hide_paths(text: str) -> str:
+    """A message as a visitor may see it: a file path of the server shortened to the file's name."""
+    return SERVER_PATH.sub(r"\1", text)
 
 
 def error_line(error: BaseException) -> str:
@@ -17,7 +24,7 @@ def error_line(error: BaseException) -> str:
         reason = str(error)
     else:
         reason = t("unexpected", kind=type(error).__name__, detail=str(error)[:200] or "no detail")
-    return t("status_error", reason=reason.splitlines()[0] if reason else reason)
+    return t("status_error", reason=hide_paths(reason.splitlines()[0]) if reason else reason)
 
 
 def guarded(error_output, reset: dict | None = None) -> Callable:

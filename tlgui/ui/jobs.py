@@ -24,6 +24,7 @@ from ..errors import TlguiError
 from ..public import Policy
 from ..runs import checkpoint_epoch, remove_partial_writes
 from . import runs
+from .guard import hide_paths
 from .text import duration, t
 
 log = logging.getLogger("tlgui.ui")
@@ -192,10 +193,10 @@ class JobManager:
         try:
             state = job.work(job)
         except TlguiError as e:
-            job.error = str(e)
+            job.error = hide_paths(str(e))
         except Exception as e:  # a bug: log it whole, show one line
             log.exception("run %s failed", job.run_id)
-            job.error = t("unexpected", kind=type(e).__name__, detail=str(e)[:200])
+            job.error = t("unexpected", kind=type(e).__name__, detail=hide_paths(str(e))[:200])
         finally:
             if timer:
                 timer.cancel()
