@@ -185,6 +185,9 @@ def test_eight_browsers_train_at_once_and_see_only_their_own(public_server, brow
     before = {f.name for f in public_server["runs"].iterdir() if f.is_dir()}
     contexts = [browser.new_context() for _ in range(8)]
     pages = [ctx.new_page() for ctx in contexts]
+    errors: list[str] = []
+    for page in pages:
+        page.on("pageerror", lambda e: errors.append(str(e)))
     try:
         for page in pages:
             page.goto(public_server["url"])
@@ -203,6 +206,37 @@ def test_eight_browsers_train_at_once_and_see_only_their_own(public_server, brow
             for run_id in new:  # no run folder file is served to anyone, owner or not
                 response = ctx.request.get(file_url(public_server, public_server["runs"] / run_id / "model.zip"))
                 assert response.status == 403
+        assert not errors, errors
     finally:
         for ctx in contexts:
             ctx.close()
+
+
+def test_a_page_left_open_over_a_restart_keeps_its_runs(browser, tmp_path):
+    """Every handler gets the browser's key: after a restart the open page (not reloaded) still
+    files its new run under its own key, beside the run it had."""
+    from test_faults import AppServer
+
+    app = AppServer(tmp_path)
+    app.env.pop("TLGUI_CACHE_MB")
+    app.env["TLGUI_CACHE_DIR"] = str(tmp_path / "features")
+    app.start()
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(app.url)
+        expect(page.locator("#runs-empty")).to_be_visible(timeout=90_000)
+        page.click("#train-btn")
+        expect(page.locator("#status")).to_contain_text("Finished", timeout=RUN_S * 1000)
+        expect(page.locator("#runs-table tbody tr")).to_have_count(1)
+        app.close()
+        app.start()  # the same address; the page is not reloaded
+        page.click("#train-btn")
+        expect(page.locator("#runs-table tbody tr")).to_have_count(2, timeout=RUN_S * 1000)
+        owners = {json.loads((f / "run.json").read_text())["owner"] for f in app.runs.iterdir() if f.is_dir()}
+        assert len(owners) == 1 and not errors, errors
+    finally:
+        context.close()
+        app.close()

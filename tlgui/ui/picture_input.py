@@ -24,6 +24,8 @@ from .text import t
 class GuardedImage(gr.Image):
     """gr.Image on the page and in the API; its handler gets a path or bytes, never a decoded picture."""
 
+    is_template = True  # the page draws Gradio's own Image (no front-end code of its own to fetch)
+
     def preprocess(self, payload) -> str | bytes | None:
         if payload is None:
             return None
