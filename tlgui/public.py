@@ -32,10 +32,17 @@ def is_public() -> bool:
 
 
 def _memory_bytes() -> int:
+    """The machine's memory, or the container's limit where that is smaller (a Space runs in one)."""
     try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):
-        return 8 * 1024**3
+        total = 8 * 1024**3
+    for limit in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            total = min(total, int(open(limit).read().strip()))
+        except (OSError, ValueError):  # absent, or "max"
+            continue
+    return total
 
 
 def default_max_params() -> int:
