@@ -63,13 +63,13 @@ def client(server, tmp_path, name: str) -> Client:
     return Client(server["url"], download_files=str(tmp_path / name), verbose=False)
 
 
-def wait_done(c: Client) -> str:
+def wait_done(c: Client, **owner) -> str:
     deadline = time.monotonic() + RUN_S
-    status = c.predict(api_name="/status")
+    status = c.predict(**owner, api_name="/status")
     while not any(w in status for w in ("Finished", "Stopped", "Error")):
         assert time.monotonic() < deadline, status
         time.sleep(1)
-        status = c.predict(api_name="/status")
+        status = c.predict(**owner, api_name="/status")
     return status
 
 
@@ -212,31 +212,21 @@ def test_eight_browsers_train_at_once_and_see_only_their_own(public_server, brow
             ctx.close()
 
 
-def test_a_page_left_open_over_a_restart_keeps_its_runs(browser, tmp_path):
-    """Every handler gets the browser's key: after a restart the open page (not reloaded) still
-    files its new run under its own key, beside the run it had."""
-    from test_faults import AppServer
 
-    app = AppServer(tmp_path)
-    app.env.pop("TLGUI_CACHE_MB")
-    app.env["TLGUI_CACHE_DIR"] = str(tmp_path / "features")
-    app.start()
-    context = browser.new_context()
-    try:
-        page = context.new_page()
-        errors: list[str] = []
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.goto(app.url)
-        expect(page.locator("#runs-empty")).to_be_visible(timeout=90_000)
-        page.click("#train-btn")
-        expect(page.locator("#status")).to_contain_text("Finished", timeout=RUN_S * 1000)
-        expect(page.locator("#runs-table tbody tr")).to_have_count(1)
-        app.close()
-        app.start()  # the same address; the page is not reloaded
-        page.click("#train-btn")
-        expect(page.locator("#runs-table tbody tr")).to_have_count(2, timeout=RUN_S * 1000)
-        owners = {json.loads((f / "run.json").read_text())["owner"] for f in app.runs.iterdir() if f.is_dir()}
-        assert len(owners) == 1 and not errors, errors
-    finally:
-        context.close()
-        app.close()
+def test_the_owner_is_the_key_the_page_sends_not_the_session(public_server, tiny_zip, tmp_path):
+    """Every handler takes the browser's key as an input: a second session with the same key (a
+    page talking to a restarted server, or clicking before its load event ended) is the same
+    owner; the per-browser limit counts it so."""
+    key = "pageKey_" + "x1" * 10
+    first, second = client(public_server, tmp_path, "k1"), client(public_server, tmp_path, "k2")
+    for c in (first, second):
+        c.predict(handle_file(str(tiny_zip)), api_name="/load_dataset")
+    started = first.predict(backbones=["efficientnet_lite0"], epochs=30, image_size="32", freeze="none",
+                            owner_key=key, api_name="/train")
+    assert "Error" not in started, started
+    refused = second.predict(backbones=["efficientnet_lite0"], epochs=1, image_size="32", owner_key=key,
+                             api_name="/train")
+    assert refused.startswith("**Error:** you already have 1 run(s) queued or training"), refused
+    assert "that run is not one of yours" in first.predict(api_name="/status")  # the session alone is no owner
+    first.predict(owner_key=key, api_name="/stop")
+    assert any(w in wait_done(first, owner_key=key) for w in ("Stopped", "Finished"))

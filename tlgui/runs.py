@@ -44,16 +44,23 @@ def temp_name(path: Path) -> Path:
     return path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
 
 
+def fsync(path: Path) -> None:
+    """Flush a written file to the disk (before it is renamed into place)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def atomic_write(path: Path, data: bytes | str) -> None:
     """Write under a temporary name of this writer's own, flush it to disk, then rename: readers
     see the old file or the new one, never half of one, and two writers never share a temporary."""
     path = Path(path)
     tmp = temp_name(path)
     try:
-        with tmp.open("wb") as f:
-            f.write(data.encode() if isinstance(data, str) else data)
-            f.flush()
-            os.fsync(f.fileno())
+        tmp.write_bytes(data.encode() if isinstance(data, str) else data)
+        fsync(tmp)
         os.replace(tmp, path)
     except BaseException as e:
         tmp.unlink(missing_ok=True)
