@@ -289,8 +289,10 @@ def _from_table(source: Source, table: str, data: bytes, skipped: list[tuple[str
             raise TlguiError(f"{table}: no usable rows; each row needs a text and a label")
         texts = [v for _, v, _ in pairs]
         digests = [hashlib.blake2b(t.encode(), digest_size=12).hexdigest() for t in texts]
-        return _finish("text", None, texts, [y for *_, y in pairs], [""] * len(texts), digests, skipped,
-                       name=Path(table).stem)
+        ds = _finish("text", None, texts, [y for *_, y in pairs], [""] * len(texts), digests, skipped,
+                     name=Path(table).stem)
+        ds.rows = [int(where.rsplit(" ", 1)[1]) for where, _, _ in pairs]  # row numbers as a spreadsheet shows them
+        return ds
     base = PurePosixPath(table).parent
     entries = []
     for where, p, y in pairs:
