@@ -7,7 +7,7 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
-from . import plots, runs
+from . import audit_step, plots, runs
 from .text import percent, t
 
 
@@ -24,6 +24,7 @@ def build(page, ctx) -> None:
         page.mistakes_text = gr.Dataframe(label=t("mistakes_label"), interactive=False, wrap=True, visible=False,
                                           elem_id="mistakes-text", max_height=320)
         page.fusion_plot = gr.Plot(label=t("fusion_weights_label"), visible=False, elem_id="fusion-weights")
+        audit_step.build(page, ctx)
 
 
 def outputs(page) -> list:
