@@ -68,7 +68,8 @@ def build(page, ctx: AppContext) -> None:
         with gr.Row(equal_height=True):
             page.class_name = gr.Textbox(label=t("class_name_label"), max_length=200, elem_id="class-name", scale=2)
             page.class_add = gr.Button(t("class_add"), elem_id="class-add-btn", scale=1)
-            page.class_pick = gr.Dropdown([], value=None, label=t("class_pick_label"), elem_id="class-pick", scale=3)
+            page.class_pick = gr.Dropdown([], value=None, label=t("class_pick_label"), elem_id="class-pick", scale=3,
+                                         allow_custom_value=True)  # checked against the folders on use
         with gr.Row(equal_height=False):
             page.class_files = gr.File(file_count="multiple", type="filepath", label=t("class_files_label"),
                                        elem_id="class-files", height=160)
