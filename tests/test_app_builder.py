@@ -148,7 +148,8 @@ def test_label_errors_listed_then_relabelled_and_trained_again(page: Page, app_u
     expect(page.locator("#runs-table")).to_contain_text("fashion-flipped-corrected")
 
 
-def test_webcam_picture_that_is_not_a_picture_is_one_sentence(app_url, app_server, tmp_path):
+def test_webcam_picture_that_is_not_a_picture_is_one_sentence(app_url, app_server, fashion_pictures, tmp_path):
+    """From a program: a bad webcam picture changes nothing; a good one goes into a copy of the example."""
     before = set(app_server["runs"].glob(".datasets/*/*"))
     fake = tmp_path / "webcam.png"
     fake.write_text("this is not a picture")
@@ -157,3 +158,13 @@ def test_webcam_picture_that_is_not_a_picture_is_one_sentence(app_url, app_serve
     text = " ".join(str(o) for o in out)
     assert "the webcam picture could not be used (not an image" in text, text
     assert set(app_server["runs"].glob(".datasets/*/*")) == before  # nothing copied or kept
+
+    out = client.predict("from-webcam", api_name="/add_class")
+    assert "editable copy" in " ".join(map(str, out)) and "Class **from-webcam** added" in " ".join(map(str, out))
+    out = client.predict("from-webcam", handle_file(str(fashion_pictures[0])), api_name="/add_webcam_picture")
+    assert "Added 1 picture(s) to **from-webcam**" in " ".join(map(str, out))
+    copies = set(app_server["runs"].glob(".datasets/*/*/fashion-mnist-edited")) - before
+    assert len(copies) == 1
+    copy = next(iter(copies))
+    assert len([p for p in copy.glob("*/*") if p.is_file()]) == 301  # the example's 300 and the webcam's
+    assert len(list((copy / "from-webcam").iterdir())) == 1

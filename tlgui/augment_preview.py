@@ -12,7 +12,8 @@ from .batches import decode_images, image_batch
 from .datasets import Dataset
 
 
-def augmented_pictures(dataset: Dataset, size: int, count: int = 8, seed: int | None = None) -> list[tuple[Image.Image, str]]:
+def augmented_pictures(dataset: Dataset, size: int, count: int = 8,
+                       seed: int | None = None) -> list[tuple[Image.Image, str]]:
     """`count` pictures, taken from each class in turn, decoded at the model's input size and
     passed through the trainer's augmentation (`image_batch(..., augment=True)`); a new draw
     each call unless `seed` is given."""

@@ -10,7 +10,8 @@ import gradio as gr
 
 from ..backbones import get_info
 from ..errors import TlguiError
-from . import audit_step, augment_step, builder_step, data_step, model_step, plots, pretrain_step, results_step, runs, runs_step, train_step, try_step
+from . import data_step, model_step, plots, pretrain_step, results_step, runs, runs_step, train_step, try_step
+from . import audit_step, augment_step, builder_step
 from .context import AppContext
 from .guard import guarded
 from .sessions import browser_secret

@@ -24,21 +24,18 @@ from .text import t
 SKIPPED_SHOWN = 5
 
 
-class RawImage(gr.Image):
-    """A gr.Image whose handler gets the picture's bytes undecoded (Gradio would open it with
-    Pillow, trusting its header): the project's reader decodes it, with its limits."""
-
-    is_template = True  # drawn by the browser as a plain gr.Image
-
-    def preprocess(self, payload) -> bytes | None:
-        if payload is None:
-            return None
-        if payload.url and payload.url.startswith("data:"):
-            try:
-                return base64.b64decode(payload.url.split(",", 1)[1], validate=False)
-            except (IndexError, binascii.Error, ValueError):
-                return b""
-        return Path(payload.path).read_bytes() if payload.path else None
+def raw_bytes(payload: dict | None) -> bytes | None:
+    """A picture's bytes as the browser sent them (the event skips Gradio's preprocessing, which
+    opens the file with Pillow and trusts its header): the project's reader decodes them."""
+    if not isinstance(payload, dict):
+        return None
+    url = payload.get("url") or ""
+    if url.startswith("data:"):
+        try:
+            return base64.b64decode(url.split(",", 1)[1], validate=False)
+        except (IndexError, binascii.Error, ValueError):
+            return b""
+    return Path(payload["path"]).read_bytes() if payload.get("path") else None
 
 
 def state_of(folder: Path) -> dict:
@@ -59,8 +56,8 @@ def build(page, ctx: AppContext) -> None:
     with gr.Accordion(t("builder"), open=False, elem_id="builder") as page.builder_acc:
         gr.Markdown(t("builder_help"), elem_classes=["tl-help"])
         with gr.Row(equal_height=True):
-            page.builder_name = gr.Textbox(label=t("builder_name_label"), value="my-pictures", max_length=built.MAX_NAME,
-                                           elem_id="builder-name", scale=2)
+            page.builder_name = gr.Textbox(label=t("builder_name_label"), value="my-pictures",
+                                           max_length=built.MAX_NAME, elem_id="builder-name", scale=2)
             page.builder_new = gr.Button(t("builder_new"), elem_id="builder-new-btn", scale=1)
             page.builder_mine = gr.Dropdown([], value=None, label=t("builder_mine_label"), elem_id="builder-mine",
                                             scale=2)
@@ -74,7 +71,7 @@ def build(page, ctx: AppContext) -> None:
             page.class_files = gr.File(file_count="multiple", type="filepath", label=t("class_files_label"),
                                        elem_id="class-files", height=160)
             with gr.Column():
-                page.webcam = RawImage(sources=["webcam"], label=t("webcam_label"), elem_id="webcam", height=200)
+                page.webcam = gr.Image(sources=["webcam"], label=t("webcam_label"), elem_id="webcam", height=200)
                 page.webcam_add = gr.Button(t("webcam_add"), elem_id="webcam-add-btn")
         page.builder_msg = gr.Markdown("", elem_id="builder-message")
         page.builder_counts = gr.Markdown("", elem_id="builder-counts")
@@ -160,7 +157,8 @@ def wire(page, ctx: AppContext) -> None:
         return {**shown(page, ctx, folder, message, cls), page.class_files: None}
 
     @guarded(page.builder_msg)
-    def add_webcam(state: dict | None, cls: str | None, picture: bytes | None, request: gr.Request) -> dict:
+    def add_webcam(state: dict | None, cls: str | None, payload: dict | None, request: gr.Request) -> dict:
+        picture = raw_bytes(payload)
         if picture is None:
             raise TlguiError(t("builder_no_webcam"))
         try:
@@ -202,6 +200,6 @@ def wire(page, ctx: AppContext) -> None:
     after_load(page.class_files.upload(add_files, [page.dataset_state, page.class_pick, page.class_files],
                                        [*changed, page.class_files], api_name="add_pictures"))
     after_load(page.webcam_add.click(add_webcam, [page.dataset_state, page.class_pick, page.webcam],
-                                     [*changed, page.webcam], api_name="add_webcam_picture"))
+                                     [*changed, page.webcam], api_name="add_webcam_picture", preprocess=False))
     page.builder_zip.click(make_zip, [page.dataset_state], changed, api_name="dataset_zip")
     after_load(page.builder_open.click(open_mine, [page.builder_mine], changed, api_visibility="private"))

@@ -29,7 +29,8 @@ def build(page, ctx) -> None:
     with gr.Column(visible=False, elem_id="try") as page.try_col:
         with gr.Row(equal_height=False):
             with gr.Column():
-                page.predict_image = gr.Image(type="pil", sources=["upload", "webcam", "clipboard"], label=t("predict_image_label"),
+                page.predict_image = gr.Image(type="pil", sources=["upload", "webcam", "clipboard"],
+                                              label=t("predict_image_label"),
                                               elem_id="predict-input", height=240, image_mode="RGB")
                 page.predict_text = gr.Textbox(label=t("predict_text_label"), lines=4, visible=False,
                                                elem_id="predict-text")
