@@ -134,8 +134,7 @@ def wire(page, ctx: AppContext) -> None:
         if not changes:
             raise TlguiError(t("audit_no_changes"))
         ds = ctx.store.get(state["source"])
-        folder = built.create(ctx.settings.runs_root, ctx.owner(request), f"{ds.name}-corrected")
-        built.copy_dataset(ds, folder, changes)
+        folder, _ = built.copy_as_new(ctx.settings.runs_root, ctx.owner(request), ds, f"{ds.name}-corrected", changes)
         removed = sum(v is None for v in changes.values())
         message = t("audit_saved", name=folder.name, relabelled=len(changes) - removed, removed=removed)
         return {**builder_step.shown(page, ctx, folder, ""), page.audit_msg: message}

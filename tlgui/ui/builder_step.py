@@ -94,8 +94,7 @@ def _editable(ctx: AppContext, owner: str, state: dict | None) -> tuple[Path, st
     ds = ctx.store.get(state["path"])
     if ds.task != "image":
         raise TlguiError(t("builder_text_data"))
-    folder = built.create(root, owner, f"{ds.name}-edited")
-    n = built.copy_dataset(ds, folder)
+    folder, n = built.copy_as_new(root, owner, ds, f"{ds.name}-edited")
     return folder, t("builder_copied", name=folder.name, original=ds.name, n=n)
 
 
@@ -152,7 +151,7 @@ def wire(page, ctx: AppContext) -> None:
         if not cls:
             raise TlguiError(t("class_pick_first"))
         folder, note = _editable(ctx, ctx.owner(request), state)
-        n, skipped = built.add_pictures(folder, cls, [(Path(f).name, Path(f).read_bytes()) for f in files])
+        n, skipped = built.add_pictures(folder, cls, ((Path(f).name, Path(f).read_bytes()) for f in files))
         message = f"{note} {t('builder_added', n=n, cls=cls)}{_skipped(skipped)}".strip()
         return {**shown(page, ctx, folder, message, cls), page.class_files: None}
 

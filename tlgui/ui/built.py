@@ -15,8 +15,10 @@ import io
 import os
 import re
 import secrets
+import shutil
 import unicodedata
 import zipfile
+from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 
 from PIL import Image
@@ -106,8 +108,9 @@ def checked_picture(data: bytes) -> str:
         return EXTENSIONS.get(img.format, ".png")
 
 
-def add_pictures(folder: Path, cls: str, files: list[tuple[str, bytes]]) -> tuple[int, list[tuple[str, str]]]:
-    """Keep each picture in class `cls`: (how many were added, [(file, why it was skipped)])."""
+def add_pictures(folder: Path, cls: str, files: Iterable[tuple[str, bytes]]) -> tuple[int, list[tuple[str, str]]]:
+    """Keep each picture in class `cls`: (how many were added, [(file, why it was skipped)]). `files`
+    may be a generator: one picture is held in memory at a time."""
     target = Path(folder) / cls
     if not cls or not target.is_dir() or target.parent != Path(folder):
         raise TlguiError(t("class_pick_first"))
@@ -150,6 +153,18 @@ def copy_dataset(ds: Dataset, folder: Path, changes: dict[int, str | None] | Non
         written += 1
     touch(folder)
     return written
+
+
+def copy_as_new(root: Path, owner: str, ds: Dataset, name: str,
+                changes: dict[int, str | None] | None = None) -> tuple[Path, int]:
+    """A new dataset of this owner's holding a copy of `ds` (see `copy_dataset`); nothing is left
+    behind when the copy fails half-way."""
+    folder = create(root, owner, name)
+    try:
+        return folder, copy_dataset(ds, folder, changes)
+    except BaseException:
+        shutil.rmtree(folder.parent, ignore_errors=True)
+        raise
 
 
 def _folder_name(cls: str) -> str:
