@@ -12,6 +12,8 @@ from gradio_client import Client, handle_file
 from playwright.sync_api import Page, expect
 
 import realdata
+from tlgui.datasets import read_dataset
+from conftest import CHROMIUM, CHROMIUM_ARGS
 from test_app_browser import LOAD_S, open_app, pick, predict, small_settings, upload, wait_ready, wait_status
 
 TWO_CLASSES = ["bag", "trouser"]
@@ -85,6 +87,10 @@ def test_build_two_classes_by_dropping_pictures_then_train_predict_download(page
     wait_status(page, "Finished")
     predict(page, fashion_pictures[0], TWO_CLASSES)
 
+    page.click("#augment-preview-btn")  # in the advanced settings, opened above
+    expect(page.locator("#augment-note")).to_contain_text("Augmentation is off", timeout=LOAD_S)  # frozen: auto = off
+    expect(page.locator("#augment-preview img")).to_have_count(8)
+
     page.click("#builder-zip-btn")
     message(page, "Zip ready: 24 pictures in 2 classes")
     with page.expect_download(timeout=LOAD_S) as download:
@@ -146,6 +152,34 @@ def test_label_errors_listed_then_relabelled_and_trained_again(page: Page, app_u
     expect(page.locator("#status")).not_to_contain_text("Finished", timeout=LOAD_S)
     wait_status(page, "Finished")
     expect(page.locator("#runs-table")).to_contain_text("fashion-flipped-corrected")
+
+
+def test_a_webcam_picture_is_added_to_the_class(browser_type, app_url, app_server):
+    """Chromium's fake camera stands in for a webcam: capture, add, and the picture is kept."""
+    fake_camera = ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]
+    browser = browser_type.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS + fake_camera)
+    try:
+        page = browser.new_context(permissions=["camera"], viewport={"width": 1280, "height": 1000}).new_page()
+        open_app(page, app_url)
+        open_builder(page)
+        page.locator("#builder-name textarea, #builder-name input").first.fill("camera-shots")
+        page.click("#builder-new-btn")
+        message(page, "New dataset")
+        add_class(page, "cam")
+        message(page, "Class cam added")
+        page.get_by_text("Click to Access Webcam").click()
+        page.click('#webcam button[aria-label="capture photo"]', timeout=LOAD_S)
+        for _ in range(30):  # the captured frame uploads in the background: until then the page asks for one
+            page.click("#webcam-add-btn")
+            page.wait_for_timeout(1000)
+            if "Added 1 picture(s) to cam" in page.inner_text("#builder-message"):
+                break
+        message(page, "Added 1 picture(s) to cam")
+        expect(page.locator("#builder-counts")).to_contain_text("cam (1)")
+    finally:
+        browser.close()
+    shots = list(app_server["runs"].glob(".datasets/*/*/camera-shots/cam/*"))
+    assert len(shots) == 1 and read_dataset(shots[0].parents[1]).classes == ["cam"]
 
 
 def test_webcam_picture_that_is_not_a_picture_is_one_sentence(app_url, app_server, fashion_pictures, tmp_path):

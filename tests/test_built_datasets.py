@@ -91,3 +91,16 @@ def test_augmented_preview_is_the_trainers_crops_and_flips(tmp_path):
     assert all(np.array_equal(np.asarray(a), np.asarray(b)) for (a, _), (b, _) in zip(shown, again))
     other = augmented_pictures(ds, 64, count=6, seed=2)
     assert any(not np.array_equal(np.asarray(a), np.asarray(b)) for (a, _), (b, _) in zip(shown, other))
+
+
+def test_corrected_texts_are_a_new_table(tmp_path):
+    frame = realdata.movie_reviews(4, seed=1, max_chars=200)
+    original = realdata.write_text_table(tmp_path / "reviews.csv", frame)
+    ds = read_dataset(original)
+    before = original.read_bytes()
+    table, n = built.copy_as_new(tmp_path / "runs", "owner-a", ds, "reviews-corrected",
+                                 {0: None, 1: ds.classes[1 - ds.labels[1]]})
+    assert n == 7 and table.name == "reviews-corrected.csv" and original.read_bytes() == before
+    fixed = read_dataset(table)
+    assert fixed.inputs == ds.inputs[1:] and fixed.classes[fixed.labels[0]] != ds.classes[ds.labels[1]]
+    built.check_ready(table)  # a table is checked when it is read, not here

@@ -10,6 +10,7 @@ from ..config import RunConfig
 from ..errors import TlguiError
 from . import built, builder_step, runs
 from .context import AppContext
+from .data_step import summary_markdown
 from .guard import guarded
 from .text import t
 
@@ -134,10 +135,15 @@ def wire(page, ctx: AppContext) -> None:
         if not changes:
             raise TlguiError(t("audit_no_changes"))
         ds = ctx.store.get(state["source"])
-        folder, _ = built.copy_as_new(ctx.settings.runs_root, ctx.owner(request), ds, f"{ds.name}-corrected", changes)
+        path, n = built.copy_as_new(ctx.settings.runs_root, ctx.owner(request), ds, f"{ds.name}-corrected", changes)
         removed = sum(v is None for v in changes.values())
-        message = t("audit_saved", name=folder.name, relabelled=len(changes) - removed, removed=removed)
-        return {**builder_step.shown(page, ctx, folder, ""), page.audit_msg: message}
+        message = t("audit_saved", name=path.stem, relabelled=len(changes) - removed, removed=removed)
+        if ds.task == "image":
+            return {**builder_step.shown(page, ctx, path, ""), page.audit_msg: message}
+        state = {"path": str(path), "name": path.stem, "origin": "built", "task": "text", "size": n,
+                 "cli_path": path.name}
+        return {page.dataset_state: state, page.summary: summary_markdown(ctx.store.get(path), "built"),
+                page.audit_msg: message}
 
     page.after_load(page.audit_save.click(save, [page.audit_state], [page.audit_msg, *changed],
                                           api_name="save_corrected"))

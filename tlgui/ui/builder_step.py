@@ -84,6 +84,8 @@ def build(page, ctx: AppContext) -> None:
 def _editable(ctx: AppContext, owner: str, state: dict | None) -> tuple[Path, str]:
     """The built dataset to change: the page's own, or a copy of the example or upload it shows."""
     root = ctx.settings.runs_root
+    if state and state.get("task") == "text":
+        raise TlguiError(t("builder_text_data"))
     if state and state.get("origin") == "built":
         if not built.is_mine(root, owner, state["path"]):
             raise TlguiError(t("builder_gone"))

@@ -10,6 +10,7 @@ first copies it here.
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import io
 import os
@@ -161,10 +162,30 @@ def copy_as_new(root: Path, owner: str, ds: Dataset, name: str,
     behind when the copy fails half-way."""
     folder = create(root, owner, name)
     try:
+        if ds.task == "text":  # a table beside the (unused) folder: texts need no class folders
+            folder.rmdir()
+            table = folder.parent / f"{folder.name}.csv"
+            return table, write_texts(ds, table, changes)
         return folder, copy_dataset(ds, folder, changes)
     except BaseException:
         shutil.rmtree(folder.parent, ignore_errors=True)
         raise
+
+
+def write_texts(ds: Dataset, path: Path, changes: dict[int, str | None] | None = None) -> int:
+    """A text dataset as a CSV table (text, label), with `changes` applied as in `copy_dataset`."""
+    changes = changes or {}
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["text", "label"])
+    written = 0
+    for i, text in enumerate(ds.inputs):
+        cls = changes.get(i, ds.classes[ds.labels[i]])
+        if cls is not None:
+            writer.writerow([text, cls])
+            written += 1
+    _write(path, out.getvalue().encode("utf-8"))
+    return written
 
 
 def _folder_name(cls: str) -> str:
@@ -174,6 +195,8 @@ def _folder_name(cls: str) -> str:
 
 def check_ready(folder: Path) -> None:
     """Refuse to train on a built dataset with fewer than two classes or an empty class."""
+    if not Path(folder).is_dir():
+        return  # a corrected table of texts: read and checked like any table
     counts = classes(folder)
     empty = [c for c, n in counts.items() if n == 0]
     if empty:
