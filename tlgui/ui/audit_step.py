@@ -36,6 +36,18 @@ def build(page, ctx) -> None:
         page.audit_state = gr.State(None)
 
 
+def outputs(page) -> list:
+    return [page.audit_state, page.audit_msg, page.audit_gallery, page.audit_item, page.audit_action,
+            page.audit_decisions]
+
+
+def cleared(page) -> dict:
+    """A run shown anew: no earlier run's label check stays on screen."""
+    return {page.audit_state: None, page.audit_msg: "", page.audit_gallery: gr.Gallery(value=None, visible=False),
+            page.audit_item: gr.Dropdown(choices=[], value=None), page.audit_action: gr.Dropdown(choices=[], value=None),
+            page.audit_decisions: ""}
+
+
 def actions(issue: dict, classes: list[str]) -> list[tuple[str, str]]:
     return ([(t("audit_keep", given=issue["given"]), KEEP), (t("audit_relabel", cls=issue["suggested"]),
                                                                TO + issue["suggested"])]
@@ -95,9 +107,7 @@ def wire(page, ctx: AppContext) -> None:
                                                value=KEEP if first else None),
                 page.audit_decisions: ""}
 
-    page.audit_btn.click(find, [page.run_state],
-                         [page.audit_state, page.audit_msg, page.audit_gallery, page.audit_item, page.audit_action,
-                          page.audit_decisions], api_name="find_label_errors")
+    page.audit_btn.click(find, [page.run_state], outputs(page), api_name="find_label_errors")
 
     def pick(evt: gr.SelectData) -> int:
         return evt.index

@@ -29,11 +29,11 @@ def build(page, ctx) -> None:
 
 def outputs(page) -> list:
     return [page.results_col, page.results_md, page.confusion, page.per_class, page.mistakes, page.mistakes_text,
-            page.fusion_plot]
+            page.fusion_plot, *audit_step.outputs(page)]
 
 
 def hidden(page) -> dict:
-    return {page.results_col: gr.Column(visible=False)}
+    return {page.results_col: gr.Column(visible=False), **audit_step.cleared(page)}
 
 
 def view(page, folder: Path | None, task: str) -> dict:
@@ -41,7 +41,7 @@ def view(page, folder: Path | None, task: str) -> dict:
     if not res:  # a run stopped before its first epoch, or failed: nothing to show
         return hidden(page)
     m = res.get("metrics", {})
-    out = {page.results_col: gr.Column(visible=True)}
+    out = {page.results_col: gr.Column(visible=True), **audit_step.cleared(page)}
     if m.get("per_class"):
         out[page.results_md] = t("results_head", accuracy=percent(m["accuracy"]), f1=f"{m['macro_f1']:.3f}",
                                  count=m["count"], best=m.get("best_epoch", "?"))
