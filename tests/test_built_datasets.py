@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import struct
-import zipfile
 import zlib
 
 import numpy as np

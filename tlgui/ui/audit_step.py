@@ -44,8 +44,8 @@ def outputs(page) -> list:
 def cleared(page) -> dict:
     """A run shown anew: no earlier run's label check stays on screen."""
     return {page.audit_state: None, page.audit_msg: "", page.audit_gallery: gr.Gallery(value=None, visible=False),
-            page.audit_item: gr.Dropdown(choices=[], value=None), page.audit_action: gr.Dropdown(choices=[], value=None),
-            page.audit_decisions: ""}
+            page.audit_item: gr.Dropdown(choices=[], value=None),
+            page.audit_action: gr.Dropdown(choices=[], value=None), page.audit_decisions: ""}
 
 
 def actions(issue: dict, classes: list[str]) -> list[tuple[str, str]]:
