@@ -63,7 +63,7 @@ def wire_training(page, ctx: AppContext) -> None:
         Returns the new run as `started_state` too, which stays None when the run could not start."""
         if not state:
             raise TlguiError(t("no_dataset"))
-        builder_step.check_ready(ctx, state)
+        builder_step.check_ready(state)
         owner = ctx.owner(request)
         backbones = pretrain_step.encoder_paths(ctx, backbones, state["task"], request)
         config = model_step.make_config(backbones, fusion, freeze, epochs, lr, batch_size, image_size, val_split,

@@ -122,7 +122,7 @@ def _skipped(skipped: list[tuple[str, str]]) -> str:
     return t("builder_skipped", n=len(skipped), files=files + ("; …" if len(skipped) > SKIPPED_SHOWN else ""))
 
 
-def check_ready(ctx: AppContext, state: dict | None) -> None:
+def check_ready(state: dict | None) -> None:
     """Before training: a dataset built here needs two classes, none of them empty."""
     if state and state.get("origin") == "built":
         built.check_ready(Path(state["path"]))
