@@ -88,7 +88,7 @@ def rank_issues(labels: np.ndarray, probs: np.ndarray) -> np.ndarray:
 def describe(dataset: Dataset, probs: np.ndarray, ranked: np.ndarray) -> list[dict]:
     """One object per flagged example: where it is, the given and the suggested label, and how
     strongly the model disputes the given one (`score`: 1 - its probability of the given label)."""
-    rows = getattr(dataset, "rows", None)
+    rows = dataset.rows
     out = []
     for i in ranked.tolist():
         given = int(dataset.labels[i])
