@@ -65,6 +65,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also put the model in the bundle as model.onnx or model.torchscript.pt (repeat for both)")
     _columns(p)
 
+    # every train option is accepted (a train line can be repeated as an audit); --out is not needed
+    p = sub.add_parser("audit", help="find likely label errors (frozen features, out-of-fold, cleanlab)",
+                       parents=[p], conflict_handler="resolve", add_help=False)
+    p.add_argument("--out", help=argparse.SUPPRESS)
+    p.add_argument("--json", action="store_true", help="a JSON list, most suspicious first")
+
     p = sub.add_parser("pretrain", help="pretrain an encoder on unlabelled pictures (labels, if any, ignored)")
     p.add_argument("data")
     p.add_argument("--method", choices=["autoencoder", "vae"], default="autoencoder")
@@ -152,6 +158,25 @@ def cmd_train(args) -> None:
     print(f"done: {result.bundle}")
 
 
+def cmd_audit(args) -> None:
+    from .audit import DEFAULT_FOLDS, audit, format_issues
+    from .config import RunConfig
+    from .events import print_progress
+
+    base = RunConfig.load(args.config).to_dict() if args.config else {}
+    if args.init and not args.config:
+        from .bundle import init_settings
+
+        base = init_settings(args.init)
+    base.update({k: getattr(args, k) for k in TRAIN_FLAGS if getattr(args, k) is not None})
+    config = RunConfig.from_dict(base)
+    ds = _read(args)
+    print(ds.summary(), file=sys.stderr, flush=True)
+    issues = audit(config, ds, getattr(args, "folds", None) or DEFAULT_FOLDS,
+                   listeners=[lambda e: print_progress(e, sys.stderr)])
+    print(json.dumps(issues, indent=1, ensure_ascii=False) if args.json else format_issues(issues))
+
+
 def cmd_pretrain(args) -> None:
     from .pretrain import PretrainConfig, pretrain, print_progress, read_images, summary
 
@@ -199,7 +224,8 @@ def cmd_export(args) -> None:
 
 
 COMMANDS = {"backbones": cmd_backbones, "inspect": cmd_inspect, "train": cmd_train, "predict": cmd_predict,
-            "evaluate": cmd_evaluate, "pretrain": cmd_pretrain, "export": cmd_export}
+            "evaluate": cmd_evaluate, "pretrain": cmd_pretrain, "export": cmd_export,
+            "audit": cmd_audit}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -46,6 +46,7 @@ class Dataset:
     source: Source | None = None
     skipped: list[tuple[str, str]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    rows: list[int] | None = None  # texts: each one's row number in its table, as a spreadsheet shows it
 
     def __post_init__(self) -> None:
         self.folder_splits = list(self.splits)  # as the files came; `assign_splits` starts from these
@@ -317,8 +318,10 @@ def _from_table(source: Source, table: str, data: bytes, skipped: list[tuple[str
             raise TlguiError(f"{table}: no usable rows; each row needs a text and a label")
         texts = [v for _, v, _ in pairs]
         digests = [hashlib.blake2b(t.encode(), digest_size=12).hexdigest() for t in texts]
-        return _finish("text", None, texts, [y for *_, y in pairs], [""] * len(texts), digests, skipped,
-                       name=Path(table).stem)
+        ds = _finish("text", None, texts, [y for *_, y in pairs], [""] * len(texts), digests, skipped,
+                     name=Path(table).stem)
+        ds.rows = [int(where.rsplit(" ", 1)[1]) for where, _, _ in pairs]
+        return ds
     base = PurePosixPath(table).parent
     entries = []
     for where, p, y in pairs:

@@ -11,8 +11,8 @@ import gradio as gr
 from ..backbones import get_info
 from ..errors import TlguiError
 from ..public import is_public
-from . import (data_step, model_step, plots, pretrain_step, results_step, retention, runs, runs_step, train_step,
-               try_step)
+from . import (audit_step, augment_step, builder_step, data_step, model_step, plots, pretrain_step, results_step,
+               retention, runs, runs_step, train_step, try_step)
 from .context import AppContext
 from .guard import guarded
 from .sessions import browser_secret
@@ -64,6 +64,7 @@ def wire_training(page, ctx: AppContext) -> None:
         Returns the new run as `started_state` too, which stays None when the run could not start."""
         if not state:
             raise TlguiError(t("no_dataset"))
+        builder_step.check_ready(state)
         owner = ctx.owner(request, owner_key)
         backbones = pretrain_step.encoder_paths(ctx, backbones, state["task"], request, owner_key)
         config = model_step.make_config(backbones, fusion, freeze, epochs, lr, batch_size, image_size, val_split,
@@ -209,6 +210,7 @@ def build_demo(ctx: AppContext) -> gr.Blocks:
         page.owner = gr.BrowserState(None, storage_key="tlgui-owner", secret=browser_secret(ctx.settings.runs_root))
         gr.Markdown(f"# {t('title')}\n{t('intro')}", elem_id="header")
         data_step.build(page, ctx)
+        builder_step.build(page, ctx)
         pretrain_step.build(page, ctx)
         model_step.build(page, ctx)
         train_step.build(page, ctx)
@@ -217,6 +219,9 @@ def build_demo(ctx: AppContext) -> gr.Blocks:
         runs_step.build(page, ctx)
         then_refresh = model_step.wire(page, ctx)
         data_step.wire(page, ctx, then_refresh)
+        builder_step.wire(page, ctx)
+        audit_step.wire(page, ctx)
+        augment_step.wire(page, ctx)
         wire_training(page, ctx)
         try_step.wire(page, ctx)
         runs_step.wire(page, ctx)

@@ -179,6 +179,7 @@ def wire(page, ctx: AppContext, then_refresh) -> None:
 
     views = dict(fn=show_views, inputs=[page.dataset_state], outputs=[page.counts, page.gallery, page.text_samples],
                  api_visibility="private", show_progress="hidden")
+    page.after_load = lambda event: then_refresh(event.then(**views))  # for other steps that change the dataset
     ev = page.example.input(load_example, [page.example], [page.dataset_state, page.summary, page.upload],
                             api_visibility="private")
     then_refresh(ev.then(**views))

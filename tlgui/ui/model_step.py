@@ -12,7 +12,7 @@ from ..backbones import BackboneInfo, registry
 from ..bundle import ARCHITECTURE, init_settings
 from ..config import EXPORTS, FUSIONS, RunConfig
 from ..errors import TlguiError
-from . import pretrain_step, recipes, runs, runs_step
+from . import augment_step, pretrain_step, recipes, runs, runs_step
 from .context import AppContext
 from .estimate import training_seconds
 from .guard import guarded
@@ -227,6 +227,7 @@ def build(page, ctx: AppContext) -> None:
             page.seed = gr.Number(0, precision=0, label=t("seed_label"), elem_id="seed")
         page.export = gr.CheckboxGroup([(t(f"export_{f}"), f) for f in EXPORTS], value=[], label=t("export_label"),
                                        info=t("export_info"), elem_id="export")
+        augment_step.build(page, ctx)
     with gr.Accordion(t("recipes"), open=False, elem_id="recipes"):
         with gr.Row(equal_height=True):
             page.recipe_pick = gr.Dropdown([], value=None, label=t("recipe_pick_label"), elem_id="recipe-pick", scale=3)

@@ -7,7 +7,7 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
-from . import plots, runs
+from . import audit_step, plots, runs
 from .serve import copy_out
 from .text import percent, t
 
@@ -25,15 +25,16 @@ def build(page, ctx) -> None:
         page.mistakes_text = gr.Dataframe(label=t("mistakes_label"), interactive=False, wrap=True, visible=False,
                                           elem_id="mistakes-text", max_height=320)
         page.fusion_plot = gr.Plot(label=t("fusion_weights_label"), visible=False, elem_id="fusion-weights")
+        audit_step.build(page, ctx)
 
 
 def outputs(page) -> list:
     return [page.results_col, page.results_md, page.confusion, page.per_class, page.mistakes, page.mistakes_text,
-            page.fusion_plot]
+            page.fusion_plot, *audit_step.outputs(page)]
 
 
 def hidden(page) -> dict:
-    return {page.results_col: gr.Column(visible=False)}
+    return {page.results_col: gr.Column(visible=False), **audit_step.cleared(page)}
 
 
 def view(page, folder: Path | None, task: str) -> dict:
@@ -41,7 +42,7 @@ def view(page, folder: Path | None, task: str) -> dict:
     if not res:  # a run stopped before its first epoch, or failed: nothing to show
         return hidden(page)
     m = res.get("metrics", {})
-    out = {page.results_col: gr.Column(visible=True)}
+    out = {page.results_col: gr.Column(visible=True), **audit_step.cleared(page)}
     if m.get("per_class"):
         out[page.results_md] = t("results_head", accuracy=percent(m["accuracy"]), f1=f"{m['macro_f1']:.3f}",
                                  count=m["count"], best=m.get("best_epoch", "?"))

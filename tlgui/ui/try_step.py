@@ -32,7 +32,7 @@ def build(page, ctx) -> None:
         with gr.Row(equal_height=False):
             with gr.Column():
                 # the upload reaches the handler undecoded: read_picture checks its size from the header first
-                page.predict_image = GuardedImage(type="filepath", sources=["upload", "clipboard"],
+                page.predict_image = GuardedImage(type="filepath", sources=["upload", "webcam", "clipboard"],
                                                   label=t("predict_image_label"), elem_id="predict-input", height=240)
                 page.predict_text = gr.Textbox(label=t("predict_text_label"), lines=4, visible=False,
                                                elem_id="predict-text")
