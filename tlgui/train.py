@@ -107,7 +107,7 @@ class Trainer:
         if len(ds.classes) < 2:
             raise TlguiError(f"the dataset has only one class ({ds.classes[0]}): a classifier needs at least two")
         if cfg.export:  # before training, not after it
-            check_task(ds.task)
+            check_task(ds.task, cfg.export)
         ds.assign_splits(cfg.val_split, cfg.seed)
         train, val = ds.indices("train"), ds.indices("val")
         if len(set(ds.labels[train].tolist())) < 2:
