@@ -25,6 +25,7 @@ from .export import FILES, check_task, export_all, usage
 from .export_check import probe_from_dataset, random_probe
 from .images import BadImage, open_rgb, square_tensor_bytes
 from .model import Classifier
+from .modelcard import exports_table, hub_metadata
 from .runs import atomic_write, disk_full
 from .sources import check_zip_bomb
 
@@ -172,6 +173,7 @@ def _preprocessing(model: Classifier) -> dict:
 def model_card(meta: dict, metrics: dict) -> str:
     cfg = meta["config"]
     lines = [
+        *hub_metadata(meta, metrics),
         f"# tlgui {meta['task']} classifier",
         "",
         f"Classes ({len(meta['classes'])}): {', '.join(meta['classes'])}",
@@ -200,7 +202,7 @@ def model_card(meta: dict, metrics: dict) -> str:
               "print(model.predict(['picture.jpg' if True else 'text'], top_k=3))".replace(
                   "'picture.jpg' if True else 'text'", "'picture.jpg'" if meta["task"] == "image" else "'some text'"),
               "```", ""]
-    return "\n".join(lines + usage(meta))
+    return "\n".join(lines + exports_table(meta) + usage(meta))
 
 
 @dataclass
