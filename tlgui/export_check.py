@@ -164,9 +164,20 @@ def quantize_int8(fp32: bytes, probe: Probe, tokenizers: list[str] | None = None
                     return next(batches, None)
 
             quantize_static(str(pre), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                            weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8)
-            how = "static, QDQ, int8 weights per channel, uint8 activations calibrated on training pictures"
+                            weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8,
+                            nodes_to_exclude=_head_nodes(pre))
+            how = ("static, QDQ, int8 weights per channel, uint8 activations calibrated on training pictures; "
+                   "the head in float32")
         else:
             quantize_dynamic(str(pre), str(dst), weight_type=QuantType.QInt8)
             how = "dynamic, int8 weights, activations quantised at run time"
         return dst.read_bytes(), how
+
+
+def _head_nodes(path) -> list[str]:
+    """The fully connected layers and the softmax: kept in float32, they are a tiny share of the file,
+    and in uint8 the probabilities would be rounded to steps of 1/255, turning near ties into flips."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    return [n.name for n in graph.node if n.op_type in ("Gemm", "MatMul", "Softmax")]

@@ -84,19 +84,24 @@ class TensorBoardLog:
 
 
 def confusion_image(confusion: list[list[int]], classes: list[str] | None = None, cell: int = 28) -> np.ndarray:
-    """The confusion matrix (rows: true class, columns: predicted) as an RGB picture: each cell
-    shaded by its share of the row, with its count written in it."""
+    """The confusion matrix as an RGB picture: rows the true class (named on the left, numbered),
+    columns the predicted one (numbered on top); each cell shaded by its share of the row, with
+    its count written in it."""
     from PIL import Image, ImageDraw
 
     m = np.asarray(confusion, dtype=np.float64)
     n = len(m)
+    names = [f"{i} {str(c)[:14]}" for i, c in enumerate(classes or range(n))]
+    left, top = 8 + 6 * max(len(t) for t in names), 16
     share = m / np.maximum(m.sum(1, keepdims=True), 1)
-    img = Image.new("RGB", (n * cell + 1, n * cell + 1), "white")
+    img = Image.new("RGB", (left + n * cell + 1, top + n * cell + 1), "white")
     draw = ImageDraw.Draw(img)
     for r in range(n):
+        draw.text((4, top + r * cell + 8), names[r], fill="black")
+        draw.text((left + r * cell + 10, 2), str(r), fill="black")
         for c in range(n):
             shade = int(255 - 200 * share[r, c])
-            box = (c * cell, r * cell, (c + 1) * cell, (r + 1) * cell)
+            box = (left + c * cell, top + r * cell, left + (c + 1) * cell, top + (r + 1) * cell)
             draw.rectangle(box, fill=(shade, shade, 255), outline=(160, 160, 160))
             draw.text((box[0] + 3, box[1] + 8), str(int(m[r, c])), fill="black" if shade > 120 else "white")
     return np.asarray(img)
