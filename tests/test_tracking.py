@@ -70,5 +70,7 @@ def test_push_says_one_sentence_when_it_cannot(tracked, monkeypatch, tmp_path):
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens: as offline
     said = _one_line_error(tlgui("push", run / "model.zip", "--repo", "someone/model", check=False))
     assert said.startswith("error: cannot reach the Hugging Face Hub") and said.endswith("then push again")
+    said = _one_line_error(tlgui("push", run / "model.zip", "--repo", "a b/../c", check=False))
+    assert "'a b/../c' is not a Hub repository name" in said
     said = _one_line_error(tlgui("push", run / "config.json", "--repo", "someone/model", check=False))
     assert "config.json is not a tlgui model bundle" in said

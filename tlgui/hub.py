@@ -17,7 +17,14 @@ def push(bundle: str | Path, repo: str, private: bool = False) -> str:
     """Upload the bundle's files to `repo` (created where missing); returns the repository's address."""
     path = _checked_bundle(Path(bundle))
     from huggingface_hub import HfApi, get_token
-    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
+    from huggingface_hub.errors import HfHubHTTPError, HFValidationError, OfflineModeIsEnabled
+    from huggingface_hub.utils import validate_repo_id
+
+    try:
+        validate_repo_id(repo)
+    except HFValidationError:
+        raise TlguiError(f"{repo!r} is not a Hub repository name: use user/name or name, with letters, digits, "
+                         "'-', '_' and '.'") from None
 
     token = get_token()
     if not token:
@@ -27,7 +34,7 @@ def push(bundle: str | Path, repo: str, private: bool = False) -> str:
     try:
         with tempfile.TemporaryDirectory(prefix="tlgui-push-") as tmp:
             with zipfile.ZipFile(path) as z:
-                z.extractall(tmp)  # members were checked by read_bundle: plain names, no zip bomb
+                z.extractall(tmp)  # members checked by _checked_bundle: plain names, no zip bomb
             url = api.create_repo(repo, repo_type="model", private=private, exist_ok=True)
             api.upload_folder(repo_id=url.repo_id, folder_path=tmp, repo_type="model",
                               commit_message=f"Upload {path.name} from tlgui")
