@@ -136,10 +136,12 @@ def compare(fmt: str, expected: np.ndarray, got: np.ndarray, probe: Probe) -> di
     return record
 
 
-def quantize_int8(fp32: bytes, probe: Probe, tokenizers: list[str] | None = None) -> tuple[bytes, str]:
-    """The int8 ONNX of a float one, and how it was made. Pictures: static quantisation (QDQ,
-    weights per channel) with activation ranges calibrated on training pictures; dynamic
-    quantisation made convolutions 14x slower and kept the top class on only 66% of pictures.
+def int8_candidates(fp32: bytes, probe: Probe, tokenizers: list[str] | None = None):
+    """int8 versions of a float ONNX, in order of preference, each with how it was made; the caller
+    keeps the first that agrees well enough with the model. Pictures: static quantisation (QDQ,
+    weights per channel) with activation ranges calibrated on training pictures, first with the head
+    kept in float32, then all layers (on small models either can be the closer one); dynamic
+    quantisation made convolutions 13x slower and kept the top class on only 66% of pictures.
     Texts: dynamic quantisation of the matrix products, the usual choice for transformers and LSTMs."""
     import tempfile
     from pathlib import Path
@@ -155,23 +157,25 @@ def quantize_int8(fp32: bytes, probe: Probe, tokenizers: list[str] | None = None
             quant_pre_process(str(src), str(pre), skip_symbolic_shape=probe.task == "text")
         except Exception:  # noqa: BLE001 - an optimisation only: quantise the file as exported
             pre = src
-        if probe.task == "image":
-            calibration = probe.calibration if probe.calibration is not None else probe.inputs
-            batches = iter([{"pixels": pixels(calibration[s : s + 16])} for s in range(0, len(calibration), 16)])
-
-            class Reader(CalibrationDataReader):
-                def get_next(self):
-                    return next(batches, None)
-
-            quantize_static(str(pre), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                            weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8,
-                            nodes_to_exclude=_head_nodes(pre))
-            how = ("static, QDQ, int8 weights per channel, uint8 activations calibrated on training pictures; "
-                   "the head in float32")
-        else:
+        if probe.task != "image":
             quantize_dynamic(str(pre), str(dst), weight_type=QuantType.QInt8)
-            how = "dynamic, int8 weights, activations quantised at run time"
-        return dst.read_bytes(), how
+            yield dst.read_bytes(), "dynamic, int8 weights, activations quantised at run time"
+            return
+        calibration = probe.calibration if probe.calibration is not None else probe.inputs
+
+        class Calibration(CalibrationDataReader):
+            def __init__(self):
+                self.batches = iter([{"pixels": pixels(calibration[s : s + 16])} for s in range(0, len(calibration), 16)])
+
+            def get_next(self):
+                return next(self.batches, None)
+
+        static = "static, QDQ, int8 weights per channel, uint8 activations calibrated on training pictures"
+        for exclude, how in ((_head_nodes(pre), f"{static}; the head in float32"), ([], static)):
+            quantize_static(str(pre), str(dst), Calibration(), quant_format=QuantFormat.QDQ,
+                            per_channel=True, weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8,
+                            nodes_to_exclude=exclude)
+            yield dst.read_bytes(), how
 
 
 def _head_nodes(path) -> list[str]:

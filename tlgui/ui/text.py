@@ -100,7 +100,7 @@ TEXT: dict[str, str] = {
     "export_info": "Files that run the model without tlgui (with onnxruntime, or with PyTorch alone for pictures), "
                    "each checked against the model on the validation data.",
     "export_onnx": "ONNX (model.onnx)",
-    "export_onnx-int8": "ONNX int8 (model.int8.onnx: about 4x smaller)",
+    "export_onnx-int8": "ONNX int8 (model.int8.onnx: about 3.5x smaller)",
     "export_torchscript": "TorchScript (model.torchscript.pt)",
     "epochs_label": "Epochs (passes over the training data)",
     "lr_label": "Learning rate",
