@@ -95,15 +95,15 @@ def test_export_beside_the_bundle(run, pictures, tmp_path):
                                load_bundle(run).probabilities(pictures), atol=1e-4)
 
 
-def test_text_models_and_unknown_formats_are_refused(tmp_path):
+def test_text_torchscript_and_unknown_formats_are_refused(tmp_path):
     reviews = write_text_table(tmp_path / "reviews.csv", movie_reviews(6))
-    refused = _one_line_error(tlgui("train", reviews, "--backbone", "glove_bilstm", "--export", "onnx",
+    refused = _one_line_error(tlgui("train", reviews, "--backbone", "glove_bilstm", "--export", "torchscript",
                                     "--out", tmp_path / "refused", check=False))
-    assert "text model cannot be exported" in refused and not (tmp_path / "refused" / "model.zip").exists()
+    assert "text model cannot be exported to TorchScript" in refused and not (tmp_path / "refused" / "model.zip").exists()
     tlgui("train", reviews, "--backbone", "glove_bilstm", "--epochs", "1", "--out", tmp_path / "text")
     refused = _one_line_error(tlgui("export", tmp_path / "text", "--format", "torchscript", check=False))
     assert "tokenizer is not part of" in refused
     assert "invalid choice: 'tflite'" in _one_line_error(tlgui("export", tmp_path / "text", "--format", "tflite",
                                                                check=False))
-    with pytest.raises(TlguiError, match="unknown export format 'tflite': use onnx or torchscript"):
+    with pytest.raises(TlguiError, match="unknown export format 'tflite': use onnx, onnx-int8 or torchscript"):
         RunConfig.from_dict({"export": ["tflite"]})  # as a config.json given to --config would say

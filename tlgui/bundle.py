@@ -21,11 +21,13 @@ from safetensors.torch import save as save_safetensors
 from .backbones import restore_backbone
 from .config import RunConfig, check_exports
 from .errors import TlguiError
-from .export import FILES, check_task, export_bytes, usage
+from .export import FILES, check_task, export_all, usage
+from .export_check import probe_from_dataset, random_probe
 from .images import BadImage, open_rgb, square_tensor_bytes
 from .model import Classifier
-from .runs import atomic_write, disk_full, temp_name
 from .limits import check_bundle_meta, check_zip_directory
+from .modelcard import exports_table, hub_metadata
+from .runs import atomic_write, disk_full, temp_name
 from .sources import check_zip_bomb
 
 FORMAT_VERSION = 1
@@ -72,14 +74,9 @@ def save_bundle(path: Path, model: Classifier, config: RunConfig, dataset, metri
     }
     meta = without_server_paths(meta)
     files = {}
-    for fmt in config.export:
-        try:
-            files[FILES[fmt]], meta["exports"][fmt] = export_bytes(model, fmt, meta["preprocessing"]["image_size"],
-                                                                   meta["classes"])
-        except TlguiError as e:
-            if warn is None:
-                raise
-            warn(f"{e}; the model was saved without it")
+    if config.export:  # each checked against the model on the validation inputs
+        probe = probe_from_dataset(dataset, meta["preprocessing"].get("image_size"))
+        files, meta["exports"] = export_all(model, config.export, meta, probe, warn)
     state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
 
     def write(z: zipfile.ZipFile) -> None:
@@ -132,24 +129,28 @@ def _write_zip(path: Path, write) -> None:
         raise disk_full(e, path.parent) or e from None
 
 
-def add_export(path: str | Path, fmt: str, out: str | Path | None = None) -> Path:
-    """Export a bundle's model as `fmt`: into the bundle itself (rewritten atomically, with its
-    tlgui.json and model card updated), or into the file `out`. Returns where it went."""
+def add_export(path: str | Path, fmt: str, out: str | Path | None = None, data_path: str | Path | None = None) -> Path:
+    """Export a bundle's model as `fmt`, checked against it on the dataset `data_path` (its
+    validation part as the bundle's settings split it): into the bundle itself (rewritten
+    atomically, with its tlgui.json and model card updated), or into the file `out` (with a
+    text model's tokenizer files beside it). Returns where it went."""
     check_exports([fmt])
     path = _bundle_path(path)
     loaded = load_bundle(path)
-    check_task(loaded.task)
+    check_task(loaded.task, [fmt])
     meta = loaded.meta
-    data, entry = export_bytes(loaded.model, fmt, meta["preprocessing"]["image_size"], meta["classes"])
+    probe = _export_probe(loaded, fmt, data_path)
+    exported, entries = export_all(loaded.model, [fmt], meta, probe)
     if out is not None:
         out = Path(out)
         out = out / FILES[fmt] if out.is_dir() else out
         if not out.parent.is_dir():
             raise TlguiError(f"folder not found: {out.parent} (create it, or give another --out)")
-        atomic_write(out, data)
+        for name, data in exported.items():
+            atomic_write(out if name == FILES[fmt] else out.parent / name, data)
         return out
-    meta["exports"] = {**meta.get("exports", {}), fmt: entry}
-    replaced = {"tlgui.json", "README.md", FILES[fmt]}
+    meta["exports"] = {**meta.get("exports", {}), **entries}
+    replaced = {"tlgui.json", "README.md", *exported}
 
     def write(z: zipfile.ZipFile) -> None:
         with zipfile.ZipFile(path) as old:
@@ -158,10 +159,32 @@ def add_export(path: str | Path, fmt: str, out: str | Path | None = None) -> Pat
                     z.writestr(info, old.read(info))  # its ZipInfo keeps its compression
         z.writestr("tlgui.json", json.dumps(meta, indent=1))
         z.writestr("README.md", model_card(meta, meta.get("metrics", {})))
-        z.writestr(FILES[fmt], data, compress_type=zipfile.ZIP_STORED)
+        for name, data in exported.items():
+            z.writestr(name, data, compress_type=zipfile.ZIP_STORED)
 
     _write_zip(path, write)
     return path
+
+
+def _export_probe(loaded: LoadedModel, fmt: str, data_path: str | Path | None):
+    """What `add_export` checks on: the dataset's validation inputs, or, for a float export of a
+    picture model given no data, seeded noise pictures."""
+    meta = loaded.meta
+    if data_path is None:
+        if loaded.task == "image" and fmt != "onnx-int8":
+            return random_probe(meta["preprocessing"]["image_size"])
+        what = "texts" if loaded.task == "text" else "pictures to calibrate and check it on"
+        raise TlguiError(f"the {fmt} export of this model needs --data DATA: the dataset it was trained on, or other "
+                         f"{what}")
+    from .datasets import read_dataset
+
+    ds = read_dataset(data_path)
+    if ds.task != loaded.task:
+        raise TlguiError(f"--data holds {ds.task}s but this is {'an' if loaded.task == 'image' else 'a'} "
+                         f"{loaded.task} model: give its kind of data")
+    cfg = meta.get("config", {})
+    ds.assign_splits(cfg.get("val_split", 0.2), cfg.get("seed", 0))
+    return probe_from_dataset(ds, meta["preprocessing"].get("image_size"))
 
 
 def _preprocessing(model: Classifier) -> dict:
@@ -176,6 +199,7 @@ def _preprocessing(model: Classifier) -> dict:
 def model_card(meta: dict, metrics: dict) -> str:
     cfg = meta["config"]
     lines = [
+        *hub_metadata(meta, metrics),
         f"# tlgui {meta['task']} classifier",
         "",
         f"Classes ({len(meta['classes'])}): {', '.join(meta['classes'])}",
@@ -204,7 +228,7 @@ def model_card(meta: dict, metrics: dict) -> str:
               "print(model.predict(['picture.jpg' if True else 'text'], top_k=3))".replace(
                   "'picture.jpg' if True else 'text'", "'picture.jpg'" if meta["task"] == "image" else "'some text'"),
               "```", ""]
-    return "\n".join(lines + usage(meta))
+    return "\n".join(lines + exports_table(meta) + usage(meta))
 
 
 @dataclass

@@ -62,7 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--init", help="an earlier model.zip to start from")
     p.add_argument("--resume", action="store_true", help="continue a killed or stopped run in --out from its last epoch")
     p.add_argument("--export", action="append", choices=EXPORTS,
-                   help="also put the model in the bundle as model.onnx or model.torchscript.pt (repeat for both)")
+                   help="also put the model in the bundle as model.onnx, model.int8.onnx or model.torchscript.pt, "
+                        "checked against it on the validation data (repeat for several)")
     _columns(p)
 
     # every train option is accepted (a train line can be repeated as an audit); --out is not needed
@@ -92,6 +93,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model")
     p.add_argument("--format", required=True, choices=EXPORTS)
     p.add_argument("--out", help="write the file here instead of adding it to the bundle")
+    p.add_argument("--data", help="the dataset to check the export on (its validation part) and to calibrate int8 with")
+
+    p = sub.add_parser("push", help="publish a model.zip to the Hugging Face Hub (online, logged in)")
+    p.add_argument("model")
+    p.add_argument("--repo", required=True, help="the Hub repository, as user/name or name")
+    p.add_argument("--private", action="store_true", help="create the repository as private")
 
     p = sub.add_parser("evaluate", help="score a model.zip on a labelled dataset")
     p.add_argument("model")
@@ -220,11 +227,17 @@ def cmd_evaluate(args) -> None:
 def cmd_export(args) -> None:
     from .bundle import add_export
 
-    print(f"done: {add_export(args.model, args.format, args.out)}")
+    print(f"done: {add_export(args.model, args.format, args.out, args.data)}")
+
+
+def cmd_push(args) -> None:
+    from .hub import push
+
+    print(f"done: {push(args.model, args.repo, private=args.private)}")
 
 
 COMMANDS = {"backbones": cmd_backbones, "inspect": cmd_inspect, "train": cmd_train, "predict": cmd_predict,
-            "evaluate": cmd_evaluate, "pretrain": cmd_pretrain, "export": cmd_export,
+            "evaluate": cmd_evaluate, "pretrain": cmd_pretrain, "export": cmd_export, "push": cmd_push,
             "audit": cmd_audit}
 
 

@@ -11,13 +11,13 @@ from .errors import TlguiError
 FUSIONS = ("concat", "mean", "weighted", "product", "conv")
 OPTIMIZERS = ("adamw", "sgd")
 DEVICES = ("auto", "cpu", "cuda", "mps")
-EXPORTS = ("onnx", "torchscript")
+EXPORTS = ("onnx", "onnx-int8", "torchscript")
 
 
 def check_exports(formats: list[str]) -> None:
     for fmt in formats:
         if fmt not in EXPORTS:
-            raise TlguiError(f"unknown export format {fmt!r}: use {' or '.join(EXPORTS)}")
+            raise TlguiError(f"unknown export format {fmt!r}: use {', '.join(EXPORTS[:-1])} or {EXPORTS[-1]}")
 
 
 @dataclass

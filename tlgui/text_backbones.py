@@ -104,16 +104,19 @@ class MiniLMBackbone(FeatureExtractor):
             for row, i in enumerate(chunk):
                 x[row, : len(ids[i])] = torch.tensor(ids[i])
                 mask[row, : len(ids[i])] = 1
-            x, mask = x.to(device), mask.to(device)
-            hidden = self.body(input_ids=x, attention_mask=mask).last_hidden_state
-            m = mask.unsqueeze(-1).to(hidden.dtype)
-            pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1)
-            # unit length, as the encoder was trained to compare texts, times sqrt(width): features of
-            # about unit size each, which a linear head learns from quickly
-            pooled = F.normalize(pooled.float(), dim=1) * self.out_dim**0.5
+            pooled = self.from_ids(x.to(device), mask.to(device))
             for row, i in enumerate(chunk):
                 out[i] = pooled[row]
         return torch.stack(out).float() if out else torch.zeros(0, self.out_dim, device=device)
+
+    def from_ids(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Features of token ids (B, T) with their attention mask: the part an ONNX export holds."""
+        hidden = self.body(input_ids=ids, attention_mask=mask).last_hidden_state
+        m = mask.unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1)
+        # unit length, as the encoder was trained to compare texts, times sqrt(width): features of
+        # about unit size each, which a linear head learns from quickly
+        return F.normalize(pooled.float(), dim=1) * self.out_dim**0.5
 
     def describe(self) -> dict:
         return {**super().describe(), "max_length": self.max_length,
@@ -276,17 +279,21 @@ class GloveBiLSTM(FeatureExtractor):
         if not texts:
             return torch.zeros(0, self.out_dim, device=device)
         ids, lengths = self.encode(list(texts))
-        steps = torch.arange(ids.shape[1]).unsqueeze(0)
+        return self.from_ids(ids.to(device), lengths.to(device))
+
+    def from_ids(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Features of token ids (B, T), padded with 0, and each text's length (at least 1)."""
+        steps = torch.arange(ids.shape[1], device=ids.device).unsqueeze(0)
         valid = steps < lengths.unsqueeze(1)
         reverse = torch.where(valid, lengths.unsqueeze(1) - 1 - steps, steps)  # each text's words back to front
-        ids, reverse, valid = ids.to(device), reverse.to(device), valid.to(device).unsqueeze(-1)
+        valid = valid.unsqueeze(-1)
         x = self.body.dropout(self.body.embed(ids))
         ahead = self.body.forward_lstm(x)[0]
         back = self.body.backward_lstm(x.gather(1, reverse.unsqueeze(-1).expand_as(x)))[0]
         out = torch.cat([ahead, back], 2)  # (B, T, 2H); pooling below ignores the order of time steps
         biggest = out.masked_fill(~valid, float("-inf")).amax(1)
-        mean = (out * valid).sum(1) / lengths.to(device).unsqueeze(1).to(out.dtype)
-        words = (x * valid).sum(1) / lengths.to(device).unsqueeze(1).to(x.dtype)  # the average word vector
+        mean = (out * valid).sum(1) / lengths.unsqueeze(1).to(out.dtype)
+        words = (x * valid).sum(1) / lengths.unsqueeze(1).to(x.dtype)  # the average word vector
         return torch.cat([biggest, mean, words], 1).float()
 
     def describe(self) -> dict:

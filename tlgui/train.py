@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import runs
+from . import runs, tracking
 from .batches import (cpu_threads, decode_images, decode_size, extract_batch, image_batch, index_batches,
                       uses_channels_last)
 from .config import RunConfig
@@ -94,6 +94,7 @@ class Trainer:
         self.saved = runs.load_checkpoint(self.out_dir) if resume else None  # a damaged one is refused at once
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.emit = Emitter([MetricsLog(self.out_dir / "metrics.jsonl"), *listeners], stop)
+        tracking.attach(self.emit, self.out_dir, config, resume)  # TensorBoard files; MLflow where set
         self.device = pick_device(config.device)
         self.amp_dtype = None
         if self.device.type == "cuda":  # bf16 where the GPU has it, else fp16 with a loss scaler
@@ -107,7 +108,7 @@ class Trainer:
         if len(ds.classes) < 2:
             raise TlguiError(f"the dataset has only one class ({ds.classes[0]}): a classifier needs at least two")
         if cfg.export:  # before training, not after it
-            check_task(ds.task)
+            check_task(ds.task, cfg.export)
         ds.assign_splits(cfg.val_split, cfg.seed)
         train, val = ds.indices("train"), ds.indices("val")
         if len(set(ds.labels[train].tolist())) < 2:

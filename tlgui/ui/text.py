@@ -99,8 +99,10 @@ TEXT: dict[str, str] = {
     "recipe_wrong_task": "this recipe's backbones ({backbones}) do not work on {data}: pick a recipe made for {data}",
     "advanced": "Advanced settings",
     "export_label": "Also put in model.zip",
-    "export_info": "Files that run the image model without tlgui (with onnxruntime, or with PyTorch alone).",
+    "export_info": "Files that run the model without tlgui (with onnxruntime, or with PyTorch alone for pictures), "
+                   "each checked against the model on the validation data.",
     "export_onnx": "ONNX (model.onnx)",
+    "export_onnx-int8": "ONNX int8 (model.int8.onnx: about 3.5x smaller)",
     "export_torchscript": "TorchScript (model.torchscript.pt)",
     "epochs_label": "Epochs (passes over the training data)",
     "lr_label": "Learning rate",
