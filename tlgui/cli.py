@@ -61,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="same architectures, random initialisation")
     p.add_argument("--init", help="an earlier model.zip to start from")
     p.add_argument("--resume", action="store_true", help="continue a killed or stopped run in --out from its last epoch")
+    p.add_argument("--gpus", type=int, help="train on N GPUs: starts torchrun --nproc-per-node N (with --device cpu: N CPU processes)")
     p.add_argument("--export", action="append", choices=EXPORTS,
                    help="also put the model in the bundle as model.onnx or model.torchscript.pt (repeat for both)")
     _columns(p)
@@ -98,8 +99,14 @@ def build_parser() -> argparse.ArgumentParser:
 def _read(args):
     from .datasets import read_dataset
 
-    return read_dataset(args.data, image_column=args.image_column, text_column=args.text_column,
-                        label_column=args.label_column)
+    from .tables import check_allowed, data_dirs
+
+    if data_dirs() and Path(args.data).is_dir():  # an operator limits folders to those allowed
+        check_allowed(args.data)
+    ds = read_dataset(args.data, image_column=args.image_column, text_column=args.text_column,
+                      label_column=args.label_column)
+    ds.wait_checked()  # a big set's file-by-file check: the report below then counts every file
+    return ds
 
 
 def cmd_backbones(args) -> None:
@@ -125,10 +132,16 @@ TRAIN_FLAGS = ("backbones", "fusion", "freeze", "epochs", "batch_size", "lr", "o
 
 
 def cmd_train(args) -> None:
+    from . import distributed
     from .backbones import get_info
     from .config import RunConfig
     from .events import print_progress
     from .train import train
+
+    if args.gpus and distributed.world() == 1:  # start the processes; each runs this command without --gpus
+        distributed.check_gpus(args.gpus, args.device)
+        raise SystemExit(distributed.launch(args.gpus, _without_gpus(args.argv)))
+    main_rank = distributed.is_main()  # in a torchrun world only rank 0 prints
 
     config_file = args.config or (Path(args.out, "config.json") if args.resume and Path(args.out, "config.json").exists() else None)
     base = RunConfig.load(config_file).to_dict() if config_file else {}
@@ -141,15 +154,33 @@ def cmd_train(args) -> None:
     for name in config.backbones:  # fail fast, before a long dataset read
         get_info(name)
     ds = _read(args)
-    print(ds.summary(), flush=True)
+    if main_rank:
+        print(ds.summary(), flush=True)
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())  # Ctrl-C: stop at the next batch, keep the best model
-    result = train(config, ds, args.out, [print_progress], stop, resume=args.resume)
+    try:
+        result = train(config, ds, args.out, [print_progress] if main_rank else [], stop, resume=args.resume)
+    finally:
+        distributed.finish()
+    if not main_rank:
+        return
     if result.bundle is None:
         raise TlguiError("stopped before the first epoch ended: no model was written")
     if result.metrics.get("per_class"):
         print(f"validation accuracy {result.metrics['accuracy']:.4f}, macro F1 {result.metrics['macro_f1']:.4f}")
     print(f"done: {result.bundle}")
+
+
+def _without_gpus(argv: list[str]) -> list[str]:
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--gpus":
+            skip = True
+        elif not a.startswith("--gpus="):
+            out.append(a)
+    return out
 
 
 def cmd_pretrain(args) -> None:
@@ -204,6 +235,7 @@ COMMANDS = {"backbones": cmd_backbones, "inspect": cmd_inspect, "train": cmd_tra
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # `train --gpus N` passes them on to torchrun
     try:
         COMMANDS[args.command](args)
     except TlguiError as e:
