@@ -15,9 +15,10 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from . import checking, tables
+from . import checking
 from .errors import TlguiError
 from .images import IMAGE_EXTS, open_rgb
+from .tables import PARQUET_EXTS, read_parquet
 from .sources import DirSource, Source, check_dataset_file, is_hidden, open_source
 
 csv.field_size_limit(1 << 26)  # long documents in a text column are fine; the default stops at 128 KB
@@ -137,9 +138,9 @@ def read_dataset(path: str | Path, *, image_column: str | None = None, text_colu
         raise TlguiError(f"dataset not found: {path}")
     if path.is_file():
         check_dataset_file(path)
-    if path.is_file() and path.suffix.lower() in TABLE_EXTS | tables.PARQUET_EXTS:
+    if path.is_file() and path.suffix.lower() in TABLE_EXTS | PARQUET_EXTS:
         source = DirSource(path.parent, label=path.stem, walk=False)  # its images lie beside it
-        data = tables.read_parquet(path) if path.suffix.lower() in tables.PARQUET_EXTS else path.read_bytes()
+        data = read_parquet(path) if path.suffix.lower() in PARQUET_EXTS else path.read_bytes()
         return _from_table(source, path.name, data, [], image_column, text_column, label_column)
     if path.is_file() and path.suffix.lower() != ".zip":
         raise TlguiError(f"{path.name}: unsupported file type; upload a .zip of class folders, or a .csv/.tsv table")

@@ -55,6 +55,12 @@ def choose_kind(n: int, size: int, folder: Path) -> str:
     return "disk" if free > 2 * need else "stream"
 
 
+def extraction_kind() -> str:
+    """Frozen features: each picture is decoded once anyway, so batch by batch (`stream`) holds only
+    the batches in flight; TLGUI_PICTURES=memory decodes them all first, as small sets once did."""
+    return "memory" if os.environ.get("TLGUI_PICTURES", "").strip() == "memory" else "stream"
+
+
 def pictures(ds: Dataset, indices: np.ndarray, size: int, kind: str, folder: Path, device: torch.device,
              progress=None):
     """The pictures `indices` of `ds` at `size`, as `kind` (memory, disk or stream) says."""

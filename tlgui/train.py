@@ -28,6 +28,7 @@ from .export import check_task
 from .featcache import FeatureCache, feature_key
 from .metrics import classification_metrics
 from .model import Classifier, build_classifier
+from .precision import cpu_amp_dtype
 
 
 @dataclass
@@ -110,6 +111,8 @@ class Trainer:
         if self.device.type == "cuda":  # bf16 where the GPU has it, else fp16 with a loss scaler
             self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
             torch.backends.cudnn.benchmark = True  # one input size per run: cuDNN times its kernels once, keeps the fastest
+        elif self.device.type == "cpu":
+            self.amp_dtype = cpu_amp_dtype()  # fp32 unless TLGUI_CPU_BF16=1 (tlgui.precision)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
 
     # -- setup ---------------------------------------------------------------------------
@@ -131,7 +134,7 @@ class Trainer:
     def _autocast(self):
         if self.amp_dtype is None:
             return contextlib.nullcontext()
-        return torch.autocast("cuda", dtype=self.amp_dtype)
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
     def _prepare(self, model: Classifier, train_idx, val_idx) -> tuple[Inputs, Inputs, bool]:
         """Inputs per split; with frozen backbones and no augmentation, their features instead,
@@ -188,7 +191,7 @@ class Trainer:
         found.clear()
         need = sorted(set().union(*missing))
         if need:
-            inputs = Inputs(self._inputs(model, order[need], "stream"), np.zeros(len(need), dtype=np.int64))
+            inputs = Inputs(self._inputs(model, order[need], loader.extraction_kind()), np.zeros(len(need), dtype=np.int64))
             at = {j: r for r, j in enumerate(need)}
             if all(m == need for m in missing):  # the usual case: one pass through every backbone
                 passes = [(model.features, list(range(len(keys))), need)]

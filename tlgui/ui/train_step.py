@@ -59,10 +59,10 @@ def progress_html(p: Progress | None) -> str:
         fraction, label = 0.0, t("state_queued")
     elif p.batch:
         b = p.batch
-        fraction, label = b["progress"], f"epoch {b['epoch']}/{b['epochs']} · batch {b['step']}/{b['steps']}"
+        fraction, label = b["progress"], f"epoch {b['epoch']}/{b['epochs']} · batch {b['step']}/{b['steps']}" + pace(b)
     elif p.phase:
         fraction = p.phase["done"] / max(p.phase["total"], 1)
-        label = f"{p.phase['what']} {p.phase['done']}/{p.phase['total']}"
+        label = f"{p.phase['what']} {p.phase['done']}/{p.phase['total']}" + pace(p.phase)
     else:
         fraction, label = 0.0, ""
     if p.warning:
@@ -70,6 +70,14 @@ def progress_html(p: Progress | None) -> str:
     return (f'<div class="tl-progress" role="progressbar" aria-valuenow="{round(100 * fraction)}" aria-valuemin="0" '
             f'aria-valuemax="100"><div class="tl-bar" style="width:{100 * fraction:.1f}%"></div></div>'
             f'<div class="tl-progress-text">{html.escape(label)}</div>')
+
+
+def pace(e: dict) -> str:
+    """Throughput, time left and memory of long work, where the event carries them."""
+    rate = e.get("pictures_per_s", e.get("rate"))
+    parts = [f"{rate:,.0f}/s" if rate else "", t("pace_left", time=duration(e["eta"])) if e.get("eta") else "",
+             f"{e['memory_mb']:,} MB" if e.get("memory_mb") else ""]
+    return "".join(f" · {x.strip()}" for x in parts if x.strip())
 
 
 def build(page, ctx) -> None:
