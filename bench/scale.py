@@ -100,7 +100,7 @@ def child(args) -> dict:
     batches = []
 
     def listen(e: dict) -> None:
-        now = time.perf_counter()
+        now = time.process_time() if args.clock == "cpu" else time.perf_counter()
         kind = e["event"]
         if kind == "started":
             marks["started"] = now
@@ -134,7 +134,7 @@ def measure(what: str, table: Path, args, env: dict | None = None, tag: str = ""
     out = Path(args.work) / "runs" / f"{what}-{table.stem}{tag}"
     cmd = [sys.executable, __file__, "--child", what, "--table", str(table), "--out", str(out),
            "--image-size", str(args.image_size), "--steps", str(args.steps), "--backbone", args.backbone,
-           "--threads", str(args.threads), "--epochs", "1"]
+           "--threads", str(args.threads), "--epochs", "1", "--clock", args.clock]
     scaled = MEMORY_MB_AT_224 * (args.image_size / 224) ** 2
     full_env = {**os.environ, "TLGUI_CACHE_MB": "0", "TLGUI_DECODE_MB": f"{scaled:.3f}", **(env or {})}
     t = time.perf_counter()
@@ -155,7 +155,8 @@ def write_markdown(rows: list[dict], args, path: Path) -> None:
              f"on {platform.processor() or platform.machine()}, {os.cpu_count()} cores shared with other work, "
              f"torch threads {args.threads}. Backbone {args.backbone} at {args.image_size} px (Fashion-MNIST's 28 px "
              "pictures upscaled in the loader), batch 32, feature cache off. Each row is a fresh process; "
-             "peak RSS is that process's `ru_maxrss` (dataset read, model, pictures and features together).",
+             "peak RSS is that process's `ru_maxrss` (dataset read, model, pictures and features together). "
+             f"Seconds are {'CPU seconds of the measured process (all its threads): on a machine shared with other jobs, wall time swung 2-5x between runs minutes apart, CPU time far less' if args.clock == 'cpu' else 'wall-clock seconds'}.",
              "", "Why not 224 px: on this 2-core CPU, shared with four other jobs, a 224 px frozen pass runs at about "
              "20-40 pictures/s, so 85,000 pictures would take about an hour. Pixel memory scales with the square of "
              f"the size, so the in-memory budget was scaled the same way ({MEMORY_MB_AT_224} MB at 224 px = "
@@ -209,6 +210,8 @@ def main() -> None:
     p.add_argument("--table")
     p.add_argument("--out")
     p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--clock", choices=["cpu", "wall"], default="cpu",
+                   help="cpu: seconds of this process's CPU time (steady on a shared machine); wall: elapsed")
     args = p.parse_args()
     if args.child:
         args.what = args.child

@@ -16,7 +16,6 @@ from tlgui import loader
 from tlgui.cli import main
 from tlgui.config import RunConfig
 from tlgui.datasets import read_dataset
-from tlgui.distributed import PEER_LOST  # noqa: F401  (the sentence the launcher prints; tested elsewhere)
 from tlgui.train import train
 
 pytestmark = pytest.mark.usefixtures("one_thread", "own_feature_cache")
@@ -26,16 +25,6 @@ pytestmark = pytest.mark.usefixtures("one_thread", "own_feature_cache")
 def folder(tmp_path_factory):
     images, labels, names = realdata.fashion_mnist(12, classes=[0, 1, 7, 9])
     return realdata.write_class_folders(tmp_path_factory.mktemp("fm") / "fm", images, labels, names)
-
-
-@pytest.fixture(scope="module")
-def big_folder(tmp_path_factory):
-    """20,000 real Fashion-MNIST pictures (28 px PNG) in class folders, and one damaged file."""
-    images, labels, names = realdata.fashion_mnist(2000)
-    root = tmp_path_factory.mktemp("big") / "big"
-    realdata.write_class_folders(root, images, labels, names)
-    (root / "bag" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
-    return root
 
 
 def test_stores_hand_out_the_same_pixels(folder, tmp_path):
