@@ -94,7 +94,7 @@ def child(args) -> dict:
     frozen = args.what.startswith("frozen")
     cfg = RunConfig(backbones=[args.backbone], freeze="all" if frozen else "none", epochs=args.epochs,
                     batch_size=32, image_size=args.image_size, val_split=0.2 if frozen else 0.05, seed=0,
-                    device="cpu", augment=False if frozen else None, patience=0)
+                    device=args.device, augment=False if frozen else None, patience=0)
     marks: dict[str, float] = {}
     stop = threading.Event()
     batches = []
@@ -134,7 +134,7 @@ def measure(what: str, table: Path, args, env: dict | None = None, tag: str = ""
     out = Path(args.work) / "runs" / f"{what}-{table.stem}{tag}"
     cmd = [sys.executable, __file__, "--child", what, "--table", str(table), "--out", str(out),
            "--image-size", str(args.image_size), "--steps", str(args.steps), "--backbone", args.backbone,
-           "--threads", str(args.threads), "--epochs", "1", "--clock", args.clock]
+           "--threads", str(args.threads), "--epochs", "1", "--clock", args.clock, "--device", args.device]
     scaled = MEMORY_MB_AT_224 * (args.image_size / 224) ** 2
     full_env = {**os.environ, "TLGUI_CACHE_MB": "0", "TLGUI_DECODE_MB": f"{scaled:.3f}", **(env or {})}
     t = time.perf_counter()
@@ -206,6 +206,8 @@ def main() -> None:
     p.add_argument("--variants", action=argparse.BooleanOptionalAction, default=True,
                    help="also: stores side by side, 300 pictures against the old way, CPU bf16 against fp32")
     p.add_argument("--write", action="store_true")
+    p.add_argument("--report", default=str(ROOT / "bench" / "SCALE.md"), help="where --write writes")
+    p.add_argument("--device", default="cpu")
     p.add_argument("--child")
     p.add_argument("--table")
     p.add_argument("--out")
@@ -224,7 +226,7 @@ def main() -> None:
     write_pictures(work, Path(args.data), max(sizes + [300]))
     print(f"pictures ready ({time.perf_counter() - t:.0f}s)", flush=True)
     rows: list[dict] = []
-    target = ROOT / "bench" / "SCALE.md"
+    target = Path(args.report)
     scaled_mb = MEMORY_MB_AT_224 * (args.image_size / 224) ** 2
     for n in sizes:
         rows.append(measure("frozen", subset_table(work, n), args))

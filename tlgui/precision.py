@@ -26,3 +26,8 @@ def cpu_has_bf16() -> bool:
 
 def cpu_amp_dtype() -> torch.dtype | None:
     return torch.bfloat16 if os.environ.get("TLGUI_CPU_BF16", "").strip() == "1" else None
+
+
+def cuda_amp() -> bool:
+    """Mixed precision on a GPU: on unless TLGUI_AMP=0 (for measuring it against fp32)."""
+    return os.environ.get("TLGUI_AMP", "").strip() != "0"

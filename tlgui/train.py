@@ -28,7 +28,10 @@ from .export import check_task
 from .featcache import FeatureCache, feature_key
 from .metrics import classification_metrics
 from .model import Classifier, build_classifier
-from .precision import cpu_amp_dtype
+from .precision import cpu_amp_dtype, cuda_amp
+
+
+STORE_ROWS = 4096  # feature rows handed to the cache at a time
 
 
 @dataclass
@@ -109,7 +112,8 @@ class Trainer:
         self.device = distributed.setup(pick_device(config.device))
         self.amp_dtype = None
         if self.device.type == "cuda":  # bf16 where the GPU has it, else fp16 with a loss scaler
-            self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+            if cuda_amp():
+                self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
             torch.backends.cudnn.benchmark = True  # one input size per run: cuDNN times its kernels once, keeps the fastest
         elif self.device.type == "cpu":
             self.amp_dtype = cpu_amp_dtype()  # fp32 unless TLGUI_CPU_BF16=1 (tlgui.precision)
@@ -200,15 +204,22 @@ class Trainer:
             total, done = sum(len(m) for _, _, m in passes), 0
             for fn, which, miss in passes:
                 lo, hi = distributed.shard(len(miss))  # this rank's share; the others compute the rest
-                feats = self._extract(model, fn, inputs, torch.tensor([at[j] for j in miss[lo:hi]], dtype=torch.long),
-                                      done + lo, total)
+                rows = torch.tensor([at[j] for j in miss[lo:hi]], dtype=torch.long)
+                if distributed.world() == 1:  # each batch's features straight into place: one copy in memory
+                    def sink(start, feats, which=which, miss=miss):
+                        for k, f in zip(which, feats):
+                            put(k, miss[start:start + len(f)], f)
+
+                    self._extract(model, fn, inputs, rows, done, total, sink)
+                else:
+                    for k, f in zip(which, self._extract(model, fn, inputs, rows, done + lo, total)):
+                        put(k, miss, distributed.gather_rows(f, len(miss)))
                 done += len(miss)
-                for k, f in zip(which, feats):
-                    f = distributed.gather_rows(f, len(miss))
-                    put(k, miss, f)
-                    if cache and self.main:
-                        cache.store(keys[k], [digests[j] for j in miss], f)
-                    del f
+                if cache and self.main:
+                    for k in which:
+                        for s in range(0, len(miss), STORE_ROWS):  # in blocks: no second copy of them all
+                            part = miss[s:s + STORE_ROWS]
+                            cache.store(keys[k], [digests[j] for j in part], out[k][part])
         return out
 
     def _estimate(self, model: Classifier) -> dict | None:
@@ -223,8 +234,10 @@ class Trainer:
         return feature_key(model, backbone, self.device, self.amp_dtype, self.config.max_length)
 
     @torch.inference_mode()
-    def _extract(self, model: Classifier, fn, inputs: Inputs, rows: torch.Tensor, done: int, total: int) -> list[torch.Tensor]:
-        """`fn`'s features (a list, one tensor per backbone) of `inputs` rows, in batches sized for throughput."""
+    def _extract(self, model: Classifier, fn, inputs: Inputs, rows: torch.Tensor, done: int, total: int,
+                 sink=None) -> list[torch.Tensor]:
+        """`fn`'s features (a list, one tensor per backbone) of `inputs` rows, in batches sized for
+        throughput; with `sink(start, feats)`, each batch's features go there instead (not kept)."""
         model.eval()
         chunks: list[list[torch.Tensor]] = []
 
@@ -235,11 +248,19 @@ class Trainer:
         batches = list(torch.split(rows, extract_batch(self.config.batch_size, self.device)))
         inputs.plan(batches)
         meter = loader.Throughput(total, done)
+        start = 0
         for idx in batches:
             self.emit.check_stop()
             chunks += self._in_pieces(idx, piece)
+            if sink is not None:
+                for c in chunks:
+                    sink(start, c)
+                    start += len(c[0])
+                chunks.clear()
             done += len(idx)
             self.emit("preparing", what="computing features", done=done, total=total, **meter.update(done))
+        if sink is not None:
+            return []
         if not chunks:  # a rank whose share is empty: a probe gives the features' widths
             return [f[:0] for f in piece(torch.zeros(1, dtype=torch.long))]
         return [torch.cat([c[k] for c in chunks]) for k in range(len(chunks[0]))]
