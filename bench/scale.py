@@ -206,6 +206,8 @@ def main() -> None:
     p.add_argument("--variants", action=argparse.BooleanOptionalAction, default=True,
                    help="also: stores side by side, 300 pictures against the old way, CPU bf16 against fp32")
     p.add_argument("--write", action="store_true")
+    p.add_argument("--only", help="comma-separated parts to measure again (frozen, finetune, variants); "
+                                  "the last run's other rows are kept")
     p.add_argument("--report", default=str(ROOT / "bench" / "SCALE.md"), help="where --write writes")
     p.add_argument("--device", default="cpu")
     p.add_argument("--child")
@@ -225,28 +227,36 @@ def main() -> None:
     t = time.perf_counter()
     write_pictures(work, Path(args.data), max(sizes + [300]))
     print(f"pictures ready ({time.perf_counter() - t:.0f}s)", flush=True)
-    rows: list[dict] = []
+    saved = work / "rows.json"  # --only re-measures some rows and keeps the others of the last run
+    rows: list[dict] = json.loads(saved.read_text()) if args.only and saved.exists() else []
+    parts = set((args.only or "frozen,finetune,variants").split(","))
     target = Path(args.report)
     scaled_mb = MEMORY_MB_AT_224 * (args.image_size / 224) ** 2
-    for n in sizes:
-        rows.append(measure("frozen", subset_table(work, n), args))
-        row = measure("finetune", subset_table(work, n), args)
-        row["store"] = "memory" if n * args.image_size ** 2 * 3 <= scaled_mb * 1024**2 else "disk"
-        rows.append(row)
+
+    def add(row: dict) -> None:
+        rows[:] = [r for r in rows if (r["what"], r["n"], r["tag"]) != (row["what"], row["n"], row["tag"])] + [row]
+        rows.sort(key=lambda r: (bool(r["tag"]), r["what"] != "frozen" if not r["tag"] else 0, r["n"]))
+        saved.write_text(json.dumps(rows))
         if args.write:
             write_markdown(rows, args, target)
-    if args.variants:
+
+    for n in sizes:
+        if "frozen" in parts:
+            add(measure("frozen", subset_table(work, n), args))
+        if "finetune" in parts:
+            row = measure("finetune", subset_table(work, n), args)
+            row["store"] = "memory" if n * args.image_size ** 2 * 3 <= scaled_mb * 1024**2 else "disk"
+            add(row)
+    if "variants" in parts and args.variants:
         small, mid = subset_table(work, 300), subset_table(work, min(4000, max(sizes)))
         for kind in ("memory", "stream"):  # 300 pictures: decode all first (as before) against batch by batch
-            rows.append(measure("frozen", small, args, {"TLGUI_PICTURES": kind}, f"300 {kind}"))
+            add(measure("frozen", small, args, {"TLGUI_PICTURES": kind}, f"300 {kind}"))
         for kind in ("memory", "disk", "stream"):
-            rows.append(measure("finetune", mid, args, {"TLGUI_PICTURES": kind}, f"store {kind}"))
+            add(measure("finetune", mid, args, {"TLGUI_PICTURES": kind}, f"store {kind}"))
         for flag in ("0", "1"):  # CPU bf16 autocast against fp32
             name = "bf16" if flag == "1" else "fp32"
-            rows.append(measure("frozen", subset_table(work, 1000), args, {"TLGUI_CPU_BF16": flag}, f"{name}"))
-            rows.append(measure("finetune", subset_table(work, 1000), args, {"TLGUI_CPU_BF16": flag}, f"{name}"))
-    if args.write:
-        write_markdown(rows, args, target)
+            add(measure("frozen", subset_table(work, 1000), args, {"TLGUI_CPU_BF16": flag}, f"{name}"))
+            add(measure("finetune", subset_table(work, 1000), args, {"TLGUI_CPU_BF16": flag}, f"{name}"))
 
 
 if __name__ == "__main__":

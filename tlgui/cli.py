@@ -138,9 +138,6 @@ def cmd_train(args) -> None:
     from .events import print_progress
     from .train import train
 
-    if args.gpus and distributed.world() == 1:  # start the processes; each runs this command without --gpus
-        distributed.check_gpus(args.gpus, args.device)
-        raise SystemExit(distributed.launch(args.gpus, _without_gpus(args.argv)))
     main_rank = distributed.is_main()  # in a torchrun world only rank 0 prints
 
     config_file = args.config or (Path(args.out, "config.json") if args.resume and Path(args.out, "config.json").exists() else None)
@@ -151,6 +148,9 @@ def cmd_train(args) -> None:
         base = init_settings(args.init)
     base.update({k: getattr(args, k) for k in TRAIN_FLAGS if getattr(args, k) is not None})
     config = RunConfig.from_dict(base)
+    if args.gpus and distributed.world() == 1:  # start the processes; each runs this command without --gpus
+        distributed.check_gpus(args.gpus, config.device)
+        raise SystemExit(distributed.launch(args.gpus, _without_gpus(args.argv)))
     for name in config.backbones:  # fail fast, before a long dataset read
         get_info(name)
     ds = _read(args)

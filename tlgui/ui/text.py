@@ -132,6 +132,7 @@ TEXT: dict[str, str] = {
     "status_training": "**Training**: epoch {epoch}/{epochs}{eta}",
     "status_eta": ", about {time} left",
     "pace_left": "{time} left",
+    "all_gpus": "Train on all {n} GPUs (torchrun, one process per GPU)",
     "status_finished": "**Finished** in {elapsed}: validation accuracy {accuracy}, macro F1 {f1} (best epoch {best} of {ran}).",
     "status_finished_noval": "**Finished** in {elapsed} after {ran} epoch(s) (no validation share, so no accuracy).",
     "status_stopped": "**Stopped** after epoch {ran}: the best model so far (epoch {best}) was kept.",

@@ -7,6 +7,7 @@ import html
 import gradio as gr
 
 from .jobs import Progress
+from .multigpu import gpu_count
 from .text import duration, percent, t
 
 POLL_SECONDS = 1.0  # redrawing a plotly figure costs the browser ~100 ms: at most once a second
@@ -86,6 +87,8 @@ def build(page, ctx) -> None:
         page.train_btn = gr.Button(t("train_btn"), variant="primary", elem_id="train-btn", scale=3)
         page.stop_btn = gr.Button(t("stop_btn"), variant="stop", elem_id="stop-btn", scale=1)
         page.resume_btn = gr.Button(t("resume_btn"), elem_id="resume-btn", scale=1, visible=False)
+    gpus = gpu_count()  # offered where the server has more than one
+    page.all_gpus = gr.Checkbox(False, label=t("all_gpus", n=gpus), visible=gpus > 1, elem_id="all-gpus")
     page.status = gr.Markdown(t("status_idle"), elem_id="status", container=True)
     page.progress = gr.HTML("", elem_id="progress")
     page.loss_plot = gr.Plot(None, label=t("loss_label"), elem_id="loss-plot")
