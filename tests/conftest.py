@@ -131,6 +131,18 @@ def fashion_pictures(tmp_path_factory) -> list[Path]:
     return paths
 
 
+@pytest.fixture(scope="session")
+def big_folder(tmp_path_factory) -> Path:
+    """20,000 real Fashion-MNIST pictures (28 px PNG) in class folders, and one damaged file."""
+    import realdata
+
+    images, labels, names = realdata.fashion_mnist(2000)
+    root = tmp_path_factory.mktemp("big") / "big"
+    realdata.write_class_folders(root, images, labels, names)
+    (root / "bag" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
+    return root
+
+
 @pytest.fixture(autouse=True)
 def fail_on_page_errors(request):
     """Fail a test whose page threw a JavaScript error (a broken component, say)."""

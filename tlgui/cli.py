@@ -61,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="same architectures, random initialisation")
     p.add_argument("--init", help="an earlier model.zip to start from")
     p.add_argument("--resume", action="store_true", help="continue a killed or stopped run in --out from its last epoch")
+    p.add_argument("--gpus", type=int, help="train on N GPUs: starts torchrun --nproc-per-node N (with --device cpu: N CPU processes)")
     p.add_argument("--export", action="append", choices=EXPORTS,
                    help="also put the model in the bundle as model.onnx, model.int8.onnx or model.torchscript.pt, "
                         "checked against it on the validation data (repeat for several)")
@@ -111,8 +112,14 @@ def build_parser() -> argparse.ArgumentParser:
 def _read(args):
     from .datasets import read_dataset
 
-    return read_dataset(args.data, image_column=args.image_column, text_column=args.text_column,
-                        label_column=args.label_column)
+    from .tables import check_allowed, data_dirs
+
+    if data_dirs() and Path(args.data).is_dir():  # an operator limits folders to those allowed
+        check_allowed(args.data)
+    ds = read_dataset(args.data, image_column=args.image_column, text_column=args.text_column,
+                      label_column=args.label_column)
+    ds.wait_checked()  # a big set's file-by-file check: the report below then counts every file
+    return ds
 
 
 def cmd_backbones(args) -> None:
@@ -138,10 +145,13 @@ TRAIN_FLAGS = ("backbones", "fusion", "freeze", "epochs", "batch_size", "lr", "o
 
 
 def cmd_train(args) -> None:
+    from . import distributed
     from .backbones import get_info
     from .config import RunConfig
     from .events import print_progress
     from .train import train
+
+    main_rank = distributed.is_main()  # in a torchrun world only rank 0 prints
 
     config_file = args.config or (Path(args.out, "config.json") if args.resume and Path(args.out, "config.json").exists() else None)
     base = RunConfig.load(config_file).to_dict() if config_file else {}
@@ -151,13 +161,22 @@ def cmd_train(args) -> None:
         base = init_settings(args.init)
     base.update({k: getattr(args, k) for k in TRAIN_FLAGS if getattr(args, k) is not None})
     config = RunConfig.from_dict(base)
+    if args.gpus and distributed.world() == 1:  # start the processes; each runs this command without --gpus
+        distributed.check_gpus(args.gpus, config.device)
+        raise SystemExit(distributed.launch(args.gpus, _without_gpus(args.argv)))
     for name in config.backbones:  # fail fast, before a long dataset read
         get_info(name)
     ds = _read(args)
-    print(ds.summary(), flush=True)
+    if main_rank:
+        print(ds.summary(), flush=True)
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())  # Ctrl-C: stop at the next batch, keep the best model
-    result = train(config, ds, args.out, [print_progress], stop, resume=args.resume)
+    try:
+        result = train(config, ds, args.out, [print_progress] if main_rank else [], stop, resume=args.resume)
+    finally:
+        distributed.finish()
+    if not main_rank:
+        return
     if result.bundle is None:
         raise TlguiError("stopped before the first epoch ended: no model was written")
     if result.metrics.get("per_class"):
@@ -182,6 +201,18 @@ def cmd_audit(args) -> None:
     issues = audit(config, ds, getattr(args, "folds", None) or DEFAULT_FOLDS,
                    listeners=[lambda e: print_progress(e, sys.stderr)])
     print(json.dumps(issues, indent=1, ensure_ascii=False) if args.json else format_issues(issues))
+
+
+def _without_gpus(argv: list[str]) -> list[str]:
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--gpus":
+            skip = True
+        elif not a.startswith("--gpus="):
+            out.append(a)
+    return out
 
 
 def cmd_pretrain(args) -> None:
@@ -243,6 +274,7 @@ COMMANDS = {"backbones": cmd_backbones, "inspect": cmd_inspect, "train": cmd_tra
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # `train --gpus N` passes them on to torchrun
     try:
         COMMANDS[args.command](args)
     except TlguiError as e:

@@ -15,9 +15,11 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
+from . import checking
 from .errors import TlguiError
-from .images import IMAGE_EXTS, BadImage, open_rgb
+from .images import IMAGE_EXTS, open_rgb
 from .limits import ReadBudget, check_classes, check_table_rows, check_table_size
+from .tables import PARQUET_EXTS, read_parquet
 from .sources import DirSource, Source, check_dataset_file, is_hidden, open_source
 
 csv.field_size_limit(1 << 26)  # long documents in a text column are fine; the default stops at 128 KB
@@ -47,6 +49,12 @@ class Dataset:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     rows: list[int] | None = None  # texts: each one's row number in its table, as a spreadsheet shows it
+    check: object | None = None  # a big set's file-by-file check, running in the background (tlgui.checking)
+
+    def wait_checked(self) -> None:
+        """Wait for the background check of a big set, then drop the files that failed."""
+        if self.check is not None:
+            self.check.apply(self)
 
     def __post_init__(self) -> None:
         self.folder_splits = list(self.splits)  # as the files came; `assign_splits` starts from these
@@ -107,7 +115,7 @@ class Dataset:
             "skipped": len(self.skipped),
             "skipped_reasons": dict(reasons),
             "skipped_files": [{"file": f, "reason": r} for f, r in self.skipped[:200]],
-            "warnings": list(self.warnings),
+            "warnings": list(self.warnings) + ([self.check.note()] if self.check is not None else []),
         }
 
     def summary(self) -> str:
@@ -135,11 +143,12 @@ def read_dataset(path: str | Path, *, image_column: str | None = None, text_colu
         raise TlguiError(f"dataset not found: {path}")
     if path.is_file():
         check_dataset_file(path)
-    if path.is_file() and path.suffix.lower() in TABLE_EXTS:
+    if path.is_file() and path.suffix.lower() in TABLE_EXTS | PARQUET_EXTS:
         check_table_size(path.name, path.stat().st_size)  # before a byte of it is read
         source = DirSource(path.parent, label=path.stem, walk=False)  # its images lie beside it
-        return _read_with_budget(source, lambda: _from_table(source, path.name, path.read_bytes(), [], image_column,
-                                                             text_column, label_column))
+        return _read_with_budget(source, lambda: _from_table(
+            source, path.name, read_parquet(path) if path.suffix.lower() in PARQUET_EXTS else path.read_bytes(), [],
+            image_column, text_column, label_column))
     if path.is_file() and path.suffix.lower() != ".zip":
         raise TlguiError(f"{path.name}: unsupported file type; upload a .zip of class folders, or a .csv/.tsv table")
     source = open_source(path)
@@ -214,22 +223,15 @@ def _from_folders(source: Source, names: list[str], prefix: str, skipped: list[t
 
 
 def _build_images(source: Source, entries: list[tuple[str, str, str]], skipped: list[tuple[str, str]]) -> Dataset:
-    def check(entry):
-        try:
-            if source.budget is not None:
-                source.budget.check()
-            data = source.read(entry[0])
-            open_rgb(data, draft=64, budget=source.budget)
-            return hashlib.blake2b(data, digest_size=12).hexdigest(), None
-        except TlguiError:
-            raise  # a limit of the whole dataset: the read ends here
-        except BadImage as e:
-            return None, str(e)
-        except Exception as e:  # a file that vanished, a damaged zip member: skip it, never crash the read
-            return None, f"unreadable file ({type(e).__name__})"
-
+    if len(entries) > checking.quick_from():  # counted now, every file checked in the background
+        entries = checking.sample_check(source, entries, skipped)
+        names = [e[0] for e in entries]
+        ds = _finish("image", source, names, [e[1] for e in entries], [e[2] for e in entries],
+                     [f"unchecked:{n}" for n in names], skipped)
+        ds.check = checking.BackgroundCheck(source, names)
+        return ds
     with ThreadPoolExecutor(max_workers=4) as pool:
-        results = list(pool.map(check, entries))
+        results = list(pool.map(lambda entry: checking.check_file(source, entry[0], source.budget), entries))
     kept, digests = [], []
     for entry, (digest, reason) in zip(entries, results):
         if reason:
@@ -291,7 +293,7 @@ def _pick(columns: list[str], wanted: str | None, candidates: tuple[str, ...], w
 
 def _from_table(source: Source, table: str, data: bytes, skipped: list[tuple[str, str]], image_column, text_column,
                 label_column) -> Dataset:
-    cols, rows = _read_table(table, data)
+    cols, rows = _read_table(table, data) if isinstance(data, bytes) else data  # bytes, or a Parquet's rows
     label = _pick(cols, label_column, LABEL_COLUMNS, "labels")
     image = None if text_column else _pick(cols, image_column, IMAGE_COLUMNS, "image paths")
     text = None if image is not None else _pick(cols, text_column, TEXT_COLUMNS, "texts")

@@ -6,6 +6,8 @@ import contextlib
 import json
 import math
 import random
+import shutil
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -15,9 +17,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import runs, tracking
-from .batches import (cpu_threads, decode_images, decode_size, extract_batch, image_batch, index_batches,
-                      uses_channels_last)
+from . import distributed, loader, runs, tracking
+from .batches import cpu_threads, decode_size, extract_batch, image_batch, uses_channels_last
 from .config import RunConfig
 from .datasets import Dataset
 from .errors import TlguiError
@@ -27,6 +28,10 @@ from .export import check_task
 from .featcache import FeatureCache, feature_key
 from .metrics import classification_metrics
 from .model import Classifier, build_classifier
+from .precision import cpu_amp_dtype, cuda_amp
+
+
+STORE_ROWS = 4096  # feature rows handed to the cache at a time
 
 
 @dataclass
@@ -71,11 +76,18 @@ class Inputs:
         return len(self.labels)
 
     def take(self, idx: torch.Tensor):
+        if isinstance(self.data, loader.STORES):  # pictures on disk or decoded per batch
+            return self.data.take(idx)
         if isinstance(self.data, torch.Tensor):
             return self.data[idx]
         if isinstance(self.data, list) and self.data and isinstance(self.data[0], torch.Tensor):
             return [f[idx] for f in self.data]
         return [self.data[i] for i in idx.tolist()]
+
+    def plan(self, batches: list[torch.Tensor]) -> None:
+        """The batches asked for next, in order: streamed pictures are decoded ahead."""
+        if isinstance(self.data, loader.StreamedPictures):
+            self.data.plan(batches)
 
 
 class Trainer:
@@ -86,25 +98,35 @@ class Trainer:
         self.piece: int | None = None  # examples per forward pass once CUDA ran out of memory
         self.threads = contextlib.ExitStack()  # a thread count set for the loop, restored when the run ends
         self.best_val: tuple | None = None  # the best epoch's validation predictions and probabilities
-        state = runs.run_state(self.out_dir) if self.out_dir.exists() else None
+        state = runs.run_state(self.out_dir) if self.out_dir.exists() and distributed.is_main() else None
         if state == "running":
             raise TlguiError(f"a run is already training in {self.out_dir}: wait for it, stop it, or use another folder")
         if resume and state == "finished":
             raise TlguiError(f"the run in {self.out_dir} has finished: nothing to resume; train into a new folder")
         self.saved = runs.load_checkpoint(self.out_dir) if resume else None  # a damaged one is refused at once
+        self.main, self.ddp, self.stores = distributed.is_main(), None, []
+        if not self.main:  # only rank 0 writes the run folder; the others' logs go to a scratch folder
+            self.out_dir = Path(tempfile.mkdtemp(prefix=f"tlgui-rank{distributed.rank()}-"))
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.emit = Emitter([MetricsLog(self.out_dir / "metrics.jsonl"), *listeners], stop)
-        tracking.attach(self.emit, self.out_dir, config, resume)  # TensorBoard files; MLflow where set
-        self.device = pick_device(config.device)
+        if self.main:
+            tracking.attach(self.emit, self.out_dir, config, resume)  # TensorBoard files; MLflow where set
+        self.device = distributed.setup(pick_device(config.device))
         self.amp_dtype = None
         if self.device.type == "cuda":  # bf16 where the GPU has it, else fp16 with a loss scaler
-            self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+            if cuda_amp():
+                self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
             torch.backends.cudnn.benchmark = True  # one input size per run: cuDNN times its kernels once, keeps the fastest
+        elif self.device.type == "cpu":
+            self.amp_dtype = cpu_amp_dtype()  # fp32 unless TLGUI_CPU_BF16=1 (tlgui.precision)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
 
     # -- setup ---------------------------------------------------------------------------
     def _check_dataset(self) -> tuple[np.ndarray, np.ndarray]:
         ds, cfg = self.dataset, self.config
+        if ds.check is not None:  # a big set: its file-by-file check runs since it was read
+            self.emit("preparing", what="checking every file", done=ds.check.done, total=ds.check.total)
+        ds.wait_checked()
         if len(ds.classes) < 2:
             raise TlguiError(f"the dataset has only one class ({ds.classes[0]}): a classifier needs at least two")
         if cfg.export:  # before training, not after it
@@ -118,7 +140,7 @@ class Trainer:
     def _autocast(self):
         if self.amp_dtype is None:
             return contextlib.nullcontext()
-        return torch.autocast("cuda", dtype=self.amp_dtype)
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
     def _prepare(self, model: Classifier, train_idx, val_idx) -> tuple[Inputs, Inputs, bool]:
         """Inputs per split; with frozen backbones and no augmentation, their features instead,
@@ -129,13 +151,14 @@ class Trainer:
         if cached:
             feats = [f.to(self.device) for f in self._features(model, order)]
             data_tr, data_va = [f[:n] for f in feats], [f[n:] for f in feats]
-        else:
-            data = self._inputs(model, order)
-            data_tr, data_va = data[:n], data[n:]
+        else:  # one choice for both splits: their sizes added up decide where the pictures are held
+            kind = loader.choose_kind(len(order), decode_size(model) or 0, self.out_dir) if ds.task == "image" else ""
+            data_tr, data_va = self._inputs(model, train_idx, kind), self._inputs(model, val_idx, kind)
         return Inputs(data_tr, ds.labels[train_idx]), Inputs(data_va, ds.labels[val_idx]), cached
 
-    def _inputs(self, model: Classifier, indices: np.ndarray):
-        """Texts, or pictures decoded once per run at the size the backbones need (uint8, CPU)."""
+    def _inputs(self, model: Classifier, indices: np.ndarray, kind: str = "memory"):
+        """Texts, or pictures at the size the backbones need (uint8, CPU): decoded once into memory
+        or a file on disk, or decoded batch by batch (`stream`), as tlgui.loader chooses."""
         ds = self.dataset
         if ds.task != "image":
             return [ds.inputs[i] for i in indices]
@@ -144,12 +167,14 @@ class Trainer:
             self.emit("preparing", what="decoding images", done=done, total=total)
             self.emit.check_stop()
 
-        return decode_images(ds, indices, decode_size(model), progress)
+        store = loader.pictures(ds, indices, decode_size(model), kind, self.out_dir / "pictures", self.device, progress)
+        self.stores.append(store)
+        return store
 
     def _features(self, model: Classifier, order: np.ndarray) -> list[torch.Tensor]:
         """Each frozen backbone's features of the inputs `order` (CPU): read from the feature cache
-        where an earlier run computed them; the rest computed here, decoding only the pictures
-        needed, and added to the cache."""
+        where an earlier run computed them; the rest computed here (pictures decoded, embedded and
+        dropped batch by batch, shared out among the ranks of a distributed run) and cached."""
         digests = [self.dataset.digests[i] for i in order]
         cache = FeatureCache.from_env()
         keys = [self._cache_key(model, b) if cache else "" for b in model.backbones]
@@ -158,10 +183,21 @@ class Trainer:
         hits = sum(len(digests) - len(m) for m in missing)
         if hits:
             self.emit("preparing", what="cached features", done=hits, total=hits)
+        out: list[torch.Tensor | None] = [None] * len(keys)  # filled in place: features are all that grows
+
+        def put(k: int, rows: list[int], feats: torch.Tensor) -> None:
+            if out[k] is None:
+                out[k] = torch.empty((len(digests), *feats.shape[1:]), dtype=torch.float32)
+            out[k][rows] = feats
+
+        for k, f in enumerate(found):
+            rows = [j for j, d in enumerate(digests) if d in f]
+            if rows:
+                put(k, rows, torch.stack([f[digests[j]] for j in rows]))
+        found.clear()
         need = sorted(set().union(*missing))
-        computed: list[dict[int, torch.Tensor]] = [{} for _ in keys]
         if need:
-            inputs = Inputs(self._inputs(model, order[need]), np.zeros(len(need), dtype=np.int64))
+            inputs = Inputs(self._inputs(model, order[need], loader.extraction_kind()), np.zeros(len(need), dtype=np.int64))
             at = {j: r for r, j in enumerate(need)}
             if all(m == need for m in missing):  # the usual case: one pass through every backbone
                 passes = [(model.features, list(range(len(keys))), need)]
@@ -169,13 +205,24 @@ class Trainer:
                 passes = [(lambda x, b=b: [b(x)], [k], m) for k, (b, m) in enumerate(zip(model.backbones, missing)) if m]
             total, done = sum(len(m) for _, _, m in passes), 0
             for fn, which, miss in passes:
-                feats = self._extract(model, fn, inputs, torch.tensor([at[j] for j in miss]), done, total)
+                lo, hi = distributed.shard(len(miss))  # this rank's share; the others compute the rest
+                rows = torch.tensor([at[j] for j in miss[lo:hi]], dtype=torch.long)
+                if distributed.world() == 1:  # each batch's features straight into place: one copy in memory
+                    def sink(start, feats, which=which, miss=miss):
+                        for k, f in zip(which, feats):
+                            put(k, miss[start:start + len(f)], f)
+
+                    self._extract(model, fn, inputs, rows, done, total, sink)
+                else:
+                    for k, f in zip(which, self._extract(model, fn, inputs, rows, done + lo, total)):
+                        put(k, miss, distributed.gather_rows(f, len(miss)))
                 done += len(miss)
-                for k, f in zip(which, feats):
-                    if cache:
-                        cache.store(keys[k], [digests[j] for j in miss], f)
-                    computed[k] = dict(zip(miss, f))
-        return [torch.stack([c[j] if j in c else f[d] for j, d in enumerate(digests)]) for f, c in zip(found, computed)]
+                if cache and self.main:
+                    for k in which:
+                        for s in range(0, len(miss), STORE_ROWS):  # in blocks: no second copy of them all
+                            part = miss[s:s + STORE_ROWS]
+                            cache.store(keys[k], [digests[j] for j in part], out[k][part])
+        return out
 
     def _estimate(self, model: Classifier) -> dict | None:
         """Seconds the run will take by phase (tlgui.estimate), or None where the probe failed:
@@ -189,8 +236,10 @@ class Trainer:
         return feature_key(model, backbone, self.device, self.amp_dtype, self.config.max_length)
 
     @torch.inference_mode()
-    def _extract(self, model: Classifier, fn, inputs: Inputs, rows: torch.Tensor, done: int, total: int) -> list[torch.Tensor]:
-        """`fn`'s features (a list, one tensor per backbone) of `inputs` rows, in batches sized for throughput."""
+    def _extract(self, model: Classifier, fn, inputs: Inputs, rows: torch.Tensor, done: int, total: int,
+                 sink=None) -> list[torch.Tensor]:
+        """`fn`'s features (a list, one tensor per backbone) of `inputs` rows, in batches sized for
+        throughput; with `sink(start, feats)`, each batch's features go there instead (not kept)."""
         model.eval()
         chunks: list[list[torch.Tensor]] = []
 
@@ -198,11 +247,24 @@ class Trainer:
             with self._autocast():
                 return [f.float().cpu() for f in fn(self._to_device(inputs.take(part), augment=False))]
 
-        for idx in torch.split(rows, extract_batch(self.config.batch_size, self.device)):
+        batches = list(torch.split(rows, extract_batch(self.config.batch_size, self.device)))
+        inputs.plan(batches)
+        meter = loader.Throughput(total, done)
+        start = 0
+        for idx in batches:
             self.emit.check_stop()
             chunks += self._in_pieces(idx, piece)
+            if sink is not None:
+                for c in chunks:
+                    sink(start, c)
+                    start += len(c[0])
+                chunks.clear()
             done += len(idx)
-            self.emit("preparing", what="computing features", done=done, total=total)
+            self.emit("preparing", what="computing features", done=done, total=total, **meter.update(done))
+        if sink is not None:
+            return []
+        if not chunks:  # a rank whose share is empty: a probe gives the features' widths
+            return [f[:0] for f in piece(torch.zeros(1, dtype=torch.long))]
         return [torch.cat([c[k] for c in chunks]) for k in range(len(chunks[0]))]
 
     def _to_device(self, x, augment: bool, generator=None):
@@ -237,6 +299,8 @@ class Trainer:
     # -- loop ----------------------------------------------------------------------------
     def _logits(self, model: Classifier, x, cached: bool) -> torch.Tensor:
         with self._autocast():
+            if self.ddp is not None and model.training:  # several processes: gradients averaged over them
+                return self.ddp(x)
             return model.classify(x) if cached else model(x)
 
     @torch.inference_mode()
@@ -250,12 +314,17 @@ class Trainer:
             y = inputs.labels[part].to(self.device)
             return F.cross_entropy(logits, y, reduction="sum").item(), logits.softmax(1).cpu()
 
-        for idx in index_batches(len(inputs), extract_batch(self.config.batch_size, self.device), shuffle=False):
+        lo, hi = distributed.shard(len(inputs))  # this rank's share; all the ranks' shares gathered below
+        batches = list(torch.split(torch.arange(lo, hi), extract_batch(self.config.batch_size, self.device)))
+        inputs.plan(batches)
+        for idx in batches:
             for loss_sum, p in self._in_pieces(idx, piece):
                 losses.append(loss_sum)
                 probs.append(p)
-        p = torch.cat(probs) if probs else torch.empty(0, 0)
-        return sum(losses) / max(len(inputs), 1), p.argmax(1).numpy() if len(p) else np.array([]), p.numpy()
+        p = torch.cat(probs) if probs else torch.empty(0, len(self.dataset.classes))
+        p = distributed.gather_rows(p, len(inputs))
+        loss = distributed.reduce_sum([sum(losses)])[0]
+        return loss / max(len(inputs), 1), p.argmax(1).numpy() if len(p) else np.array([]), p.numpy()
 
     def run(self) -> RunResult:
         t0 = time.perf_counter()
@@ -281,6 +350,9 @@ class Trainer:
         finally:
             runs.clear_running(self.out_dir)
             self.threads.close()
+            loader.close_all(*self.stores)
+            if not self.main:  # a scratch folder of this process's own
+                shutil.rmtree(self.out_dir, ignore_errors=True)
 
     def _record(self, status: str, **extra) -> None:
         """results.json for a run that ended without a model, so that its folder says what happened."""
@@ -310,8 +382,9 @@ class Trainer:
                   estimate=self._estimate(model))
         tr, va, cached = self._prepare(model, train_idx, val_idx)
         self.threads.enter_context(cpu_threads(1 if cached and self.device.type == "cpu" else None))
-        steps_per_epoch = math.ceil(len(tr) / cfg.batch_size)
+        steps_per_epoch = distributed.steps_per_epoch(len(tr), cfg.batch_size)
         opt, sched = self._optimizer(model, cfg.epochs * steps_per_epoch)
+        self.ddp = distributed.wrap(model, cached, self.device)  # None in a single process
         augment = cfg.uses_augmentation and ds.task == "image" and not cached
         best = {"loss": float("inf"), "epoch": 0, "state": None}
         history: list[dict] = []
@@ -326,8 +399,12 @@ class Trainer:
             for epoch in range(first, cfg.epochs + 1):
                 model.train()
                 total_loss, correct, seen = 0.0, 0, 0
-                for step, idx in enumerate(index_batches(len(tr), cfg.batch_size, True, generator), start=1):
-                    self.emit.check_stop()
+                batches = distributed.train_batches(len(tr), cfg.batch_size, generator, epoch, cfg.seed)
+                tr.plan(batches)
+                meter = loader.Throughput(len(tr))
+                for step, idx in enumerate(batches, start=1):
+                    if distributed.agree(self.emit.stop.is_set()):  # every rank stops at the same batch
+                        raise StopRequested
                     loss_sum, n_correct = self._train_step(model, tr, idx, augment, generator, cached, opt)
                     self.scaler.step(opt)
                     self.scaler.update()
@@ -339,7 +416,9 @@ class Trainer:
                     rate = (time.perf_counter() - t_train) / done
                     self.emit("batch", epoch=epoch, epochs=cfg.epochs, step=step, steps=steps_per_epoch, loss=loss_sum / len(idx),
                               progress=done / (cfg.epochs * steps_per_epoch),
-                              eta=rate * (cfg.epochs * steps_per_epoch - done), elapsed=time.perf_counter() - t0)
+                              eta=rate * (cfg.epochs * steps_per_epoch - done), elapsed=time.perf_counter() - t0,
+                              pictures_per_s=meter.update(seen * distributed.world())["rate"], memory_mb=round(loader.memory_mb()))
+                total_loss, correct, seen = distributed.reduce_sum([total_loss, correct, seen])
                 row = {"epoch": epoch, "epochs": cfg.epochs, "train_loss": total_loss / seen, "train_accuracy": correct / seen,
                        "lr": opt.param_groups[0]["lr"]}
                 if len(va):
@@ -412,6 +491,8 @@ class Trainer:
     # -- resuming a killed run ---------------------------------------------------------------
     def _checkpoint(self, model, opt, sched, generator, epoch: int, best: dict, stale: int, history: list) -> None:
         """Everything a killed run needs to go on after `epoch`: written atomically, no pickle."""
+        if not self.main:
+            return
         opt_tensors, opt_state = runs.optimizer_to_checkpoint(opt)
         tensors = {**{f"model.{k}": v for k, v in _snapshot(model).items()},
                    **{f"best.{k}": v for k, v in best["state"].items()}, **opt_tensors,
@@ -464,6 +545,8 @@ class Trainer:
                 mistakes.append({"index": i, "input": ds.inputs[i], "true": ds.classes[ds.labels[i]],
                                  "predicted": ds.classes[pred[k]], "score": float(probs[k, pred[k]])})
         metrics["best_epoch"] = best_epoch
+        if not self.main:  # rank 0 writes the bundle
+            return RunResult(status, self.out_dir, None, metrics, history, model)
         weights = model.fusion.weights()
         if weights:
             metrics["fusion_weights"] = dict(zip(self.config.backbones, weights))

@@ -15,6 +15,7 @@ from . import (audit_step, augment_step, builder_step, data_step, model_step, pl
                retention, runs, runs_step, train_step, try_step)
 from .context import AppContext
 from .guard import guarded
+from .multigpu import all_gpus_work
 from .sessions import browser_secret
 from .settings import AppSettings
 from .text import t
@@ -58,7 +59,8 @@ def wire_training(page, ctx: AppContext) -> None:
     def start(state: dict | None, backbones: list[str], fusion: str, freeze: str, epochs: float, lr: float,
               batch_size: float, image_size: str, val_split: float, augment: str, patience: float, seed: float,
               start_from: str = "pretrained", init_run: str | None = None, init_upload: str | None = None,
-              export: list[str] | None = None, owner_key: str | None = None, request: gr.Request = None) -> dict:
+              export: list[str] | None = None, all_gpus: bool = False, owner_key: str | None = None,
+              request: gr.Request = None) -> dict:
         """Queue a run with the page's settings; the page then follows it through the timer.
 
         Returns the new run as `started_state` too, which stays None when the run could not start."""
@@ -81,7 +83,7 @@ def wire_training(page, ctx: AppContext) -> None:
         meta = {"label": f"#{number} {state['name']} · {' + '.join(shown)}", "number": number,
                 "dataset": state["name"], "task": state["task"], "backbones": shown,
                 "epochs": config.epochs, "source": state["path"]}
-        run_id = ctx.jobs.submit(owner, config, dataset, meta)
+        run_id = ctx.jobs.submit(owner, config, dataset, meta, **({"work": all_gpus_work} if all_gpus else {}))
         p = ctx.jobs.progress(run_id, ctx.settings.runs_root / run_id)
         return {page.run_state: run_id, page.started_state: run_id, page.status: train_step.status_line(p, limit)}
 
@@ -90,7 +92,8 @@ def wire_training(page, ctx: AppContext) -> None:
             return {page.done_state: gr.skip()}
         return run_view(page, ctx, started, request, owner_key)
 
-    page.train_btn.click(start, [page.dataset_state, *page.settings, page.owner], [page.run_state, page.started_state, page.status],
+    page.train_btn.click(start, [page.dataset_state, *page.settings, page.all_gpus, page.owner],
+                         [page.run_state, page.started_state, page.status],
                          api_name="train").then(follow, [page.started_state, page.owner], run_outputs(page), api_visibility="private",
                                                 show_progress="hidden")
 

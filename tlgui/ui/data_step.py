@@ -8,6 +8,7 @@ import gradio as gr
 import pandas as pd
 
 from ..datasets import TABLE_EXTS, Dataset
+from ..tables import check_allowed, data_dirs, server_datasets
 from . import plots
 from .context import AppContext
 from .guard import error_line
@@ -116,6 +117,8 @@ def build(page, ctx: AppContext) -> None:
                                     elem_id="example-picker")
             page.upload = gr.File(label=t("upload_label"), file_types=[".zip", ".csv", ".tsv"], type="filepath",
                                   elem_id="dataset-upload", height=140)
+            page.server_data = gr.Dropdown(server_datasets(), value=None, label=t("server_label"), allow_custom_value=True,
+                                           elem_id="server-data", visible=bool(data_dirs()))  # TLGUI_DATA_DIRS
             gr.Markdown(t("data_help"), elem_classes=["tl-help"])
         with gr.Column(scale=3):
             page.summary = gr.Markdown(summary_markdown(start, "example") if start else t("reading"),
@@ -171,6 +174,18 @@ def wire(page, ctx: AppContext, then_refresh) -> None:
         return {page.dataset_state: dataset_state(ds, Path(file), "upload", Path(file).name),
                 page.summary: summary_markdown(ds, "upload")}
 
+    def load_server(path: str | None) -> dict:
+        """Read a dataset in a folder the operator allows (TLGUI_DATA_DIRS), in place."""
+        if not path:
+            return {page.summary: gr.skip()}
+        try:
+            resolved = check_allowed(path)
+            ds = ctx.store.get(resolved)
+        except Exception as e:
+            return {page.dataset_state: None, page.summary: error_line(e)}
+        return {page.dataset_state: dataset_state(ds, resolved, "server", str(resolved)),
+                page.summary: summary_markdown(ds, "server")}
+
     def show_views(state: dict | None) -> tuple:
         try:
             return dataset_views(ctx.store.get(state["path"]) if state else None)
@@ -184,6 +199,9 @@ def wire(page, ctx: AppContext, then_refresh) -> None:
                             api_visibility="private")
     then_refresh(ev.then(**views))
     ev = page.upload.upload(load_upload, [page.upload], [page.dataset_state, page.summary], api_name="load_dataset")
+    then_refresh(ev.then(**views))
+    ev = page.server_data.input(load_server, [page.server_data], [page.dataset_state, page.summary],
+                                api_name="load_server_dataset")
     then_refresh(ev.then(**views))
     ev = page.upload.clear(load_example, [page.example], [page.dataset_state, page.summary, page.upload],
                            api_visibility="private")

@@ -7,6 +7,7 @@ import html
 import gradio as gr
 
 from .jobs import Progress
+from .multigpu import gpu_count
 from .text import duration, percent, t
 
 POLL_SECONDS = 1.0  # redrawing a plotly figure costs the browser ~100 ms: at most once a second
@@ -60,10 +61,10 @@ def progress_html(p: Progress | None) -> str:
         fraction, label = 0.0, t("state_queued")
     elif p.batch:
         b = p.batch
-        fraction, label = b["progress"], f"epoch {b['epoch']}/{b['epochs']} · batch {b['step']}/{b['steps']}"
+        fraction, label = b["progress"], f"epoch {b['epoch']}/{b['epochs']} · batch {b['step']}/{b['steps']}" + pace(b)
     elif p.phase:
         fraction = p.phase["done"] / max(p.phase["total"], 1)
-        label = f"{p.phase['what']} {p.phase['done']}/{p.phase['total']}"
+        label = f"{p.phase['what']} {p.phase['done']}/{p.phase['total']}" + pace(p.phase)
     else:
         fraction, label = 0.0, ""
     if p.warning:
@@ -73,12 +74,22 @@ def progress_html(p: Progress | None) -> str:
             f'<div class="tl-progress-text">{html.escape(label)}</div>')
 
 
+def pace(e: dict) -> str:
+    """Throughput, time left and memory of long work, where the event carries them."""
+    rate = e.get("pictures_per_s", e.get("rate"))
+    parts = [f"{rate:,.0f}/s" if rate else "", t("pace_left", time=duration(e["eta"])) if e.get("eta") else "",
+             f"{e['memory_mb']:,} MB" if e.get("memory_mb") else ""]
+    return "".join(f" · {x.strip()}" for x in parts if x.strip())
+
+
 def build(page, ctx) -> None:
     gr.Markdown(f"## {t('step_train')}")
     with gr.Row():
         page.train_btn = gr.Button(t("train_btn"), variant="primary", elem_id="train-btn", scale=3)
         page.stop_btn = gr.Button(t("stop_btn"), variant="stop", elem_id="stop-btn", scale=1)
         page.resume_btn = gr.Button(t("resume_btn"), elem_id="resume-btn", scale=1, visible=False)
+    gpus = gpu_count()  # offered where the server has more than one
+    page.all_gpus = gr.Checkbox(False, label=t("all_gpus", n=gpus), visible=gpus > 1, elem_id="all-gpus")
     page.status = gr.Markdown(t("status_idle"), elem_id="status", container=True)
     page.progress = gr.HTML("", elem_id="progress")
     page.loss_plot = gr.Plot(None, label=t("loss_label"), elem_id="loss-plot")
