@@ -261,3 +261,19 @@ def test_old_and_oversized_runs_go_oldest_first_never_a_running_one(tmp_path, mo
     assert "old was removed on" in note and "older than 48 h, the longest this server keeps a run" in note
     assert "mid was removed on" in note and "the oldest ones make room" in note
     assert retention.removed_notice(root, "someone-else-0123456789") == ""
+
+
+def test_uploads_no_run_needs_go_after_their_hours(tmp_path, monkeypatch):
+    from tlgui.ui import retention
+    from tlgui.ui import runs as app_runs
+
+    root, now = tmp_path / "runs", time.time()
+    used, spare = root / retention.UPLOADS / "aaa" / "data.zip", root / retention.UPLOADS / "bbb" / "other.zip"
+    for path in (used, spare):
+        path.parent.mkdir(parents=True)
+        path.write_bytes(b"PK")
+    app_runs.create(root, "owner-key-0123456789abc", {"label": "r", "source": str(used)})
+    monkeypatch.setenv("TLGUI_UPLOAD_MAX_HOURS", "1")
+    assert retention.sweep_uploads(root, now=now) == 0  # younger than an hour: both stay
+    assert retention.sweep_uploads(root, now=now + 7200) == 1  # the one no run started from goes
+    assert used.exists() and not spare.exists()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import secrets
+import shutil
 from pathlib import Path
 
 import gradio as gr
@@ -9,7 +11,7 @@ import pandas as pd
 
 from ..datasets import TABLE_EXTS, Dataset
 from ..tables import check_allowed, data_dirs, server_datasets
-from . import plots
+from . import plots, retention
 from .context import AppContext
 from .guard import error_line
 from .settings import DEFAULT_EXAMPLE
@@ -139,14 +141,19 @@ def _example_cli_path(path: Path) -> str:
         return str(path)
 
 
-def remove_upload(file: str) -> None:
-    """Delete an uploaded file once it was read; Gradio's folder for it goes too when empty."""
+def take_upload(file: str, root: Path) -> Path:
+    """Move an upload out of Gradio's served upload folder into the app's own, beside the runs
+    (never served), where a run resumed after a restart still finds it; retention removes it
+    once no run needs it."""
     path = Path(file)
-    path.unlink(missing_ok=True)
+    target = root / retention.UPLOADS / secrets.token_hex(8) / path.name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(str(path), target)
     try:
-        path.parent.rmdir()
+        path.parent.rmdir()  # Gradio's folder for it
     except OSError:
         pass
+    return target
 
 
 def wire(page, ctx: AppContext, then_refresh) -> None:
@@ -165,13 +172,15 @@ def wire(page, ctx: AppContext, then_refresh) -> None:
         """Read an uploaded .zip/.csv/.tsv (a zip is read in place, never extracted)."""
         if not file:
             return {page.summary: gr.skip()}
+        path = None
         try:
-            ds = ctx.store.get(file)
+            path = take_upload(file, ctx.settings.runs_root)
+            ds = ctx.store.get(path)
         except Exception as e:
+            if path is not None:  # refused: nothing of it is kept
+                shutil.rmtree(path.parent, ignore_errors=True)
             return {page.dataset_state: None, page.summary: error_line(e)}
-        finally:
-            remove_upload(file)  # read once: what training needs stays open in memory
-        return {page.dataset_state: dataset_state(ds, Path(file), "upload", Path(file).name),
+        return {page.dataset_state: dataset_state(ds, path, "upload", path.name),
                 page.summary: summary_markdown(ds, "upload")}
 
     def load_server(path: str | None) -> dict:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -24,6 +25,8 @@ from .text import t
 
 log = logging.getLogger("tlgui.ui")
 REMOVED = ".removed.jsonl"
+UPLOADS = ".uploads"  # uploaded datasets, moved out of Gradio's served folder once read
+PUBLIC_UPLOAD_HOURS, PRIVATE_UPLOAD_HOURS = 3, 48
 PUBLIC_MAX_AGE_HOURS = 48
 PUBLIC_RUNS_MAX_GB = 20
 PUBLIC_WEIGHTS_CACHE_GB = 5
@@ -105,6 +108,25 @@ def removed_notice(root: Path, owner: str) -> str:
     return "\n\n".join(notes[:5])
 
 
+def sweep_uploads(root: Path, now: float | None = None) -> int:
+    """Remove uploads older than `TLGUI_UPLOAD_MAX_HOURS` that no run was started from (those go
+    with their runs: Resume needs them). Returns how many went."""
+    folder = root / UPLOADS
+    if not folder.is_dir():
+        return 0
+    hours = _setting("TLGUI_UPLOAD_MAX_HOURS", PUBLIC_UPLOAD_HOURS) or PRIVATE_UPLOAD_HOURS
+    used = {Path(m["source"]).parent.name for _, m in runs.all_runs(root) if isinstance(m.get("source"), str)}
+    cutoff, gone = (time.time() if now is None else now) - hours * 3600, 0
+    for upload in folder.iterdir():
+        try:
+            if upload.name not in used and upload.stat().st_mtime < cutoff:
+                shutil.rmtree(upload, ignore_errors=True)
+                gone += 1
+        except OSError:
+            continue
+    return gone
+
+
 def sweep_weights_cache() -> None:
     """Downloaded backbone weights beyond the budget go, least recently used first (they download again)."""
     max_gb = _setting("TLGUI_WEIGHTS_CACHE_GB", PUBLIC_WEIGHTS_CACHE_GB)
@@ -131,6 +153,7 @@ def start_sweeper(root: Path, active: Callable[[str], bool]) -> threading.Thread
         while True:
             try:
                 sweep_runs(root, active)
+                sweep_uploads(root)
                 sweep_weights_cache()
             except Exception:  # a sweep that failed is tried again next time; it never ends the server
                 log.exception("disk sweep failed")
