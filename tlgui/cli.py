@@ -171,6 +171,8 @@ def cmd_train(args) -> None:
         print(ds.summary(), flush=True)
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())  # Ctrl-C: stop at the next batch, keep the best model
+    if distributed.world() > 1:  # torchrun answers Ctrl-C with SIGTERM to every process: stop the same way
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
         result = train(config, ds, args.out, [print_progress] if main_rank else [], stop, resume=args.resume)
     finally:

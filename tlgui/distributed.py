@@ -156,13 +156,15 @@ def launch(n: int, argv: list[str]) -> int:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={n}",
            "-m", "tlgui", *argv]
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    interrupted = False
     try:
         _, err = proc.communicate()
     except KeyboardInterrupt:  # Ctrl-C reached the workers too: they stop at the same batch and save
+        interrupted = True
         _, err = proc.communicate()
-    if proc.returncode == 0:
-        return 0
     line = next((x for x in err.splitlines() if x.startswith("error: ")), None)
+    if proc.returncode == 0 or (interrupted and line is None):  # torchrun itself exits non-zero after Ctrl-C
+        return 0
     if line and PEER_LOST not in line:
         print(line, file=sys.stderr)
         return 2

@@ -38,6 +38,10 @@ def loader_workers(device: torch.device) -> int:
     return max(0, min(8, (os.cpu_count() or 1) - 1)) if device.type == "cuda" else 0
 
 
+def _budget() -> float:
+    return float(os.environ.get("TLGUI_DECODE_MB", MEMORY_MB) or MEMORY_MB) * 1024**2
+
+
 def choose_kind(n: int, size: int, folder: Path) -> str:
     """memory where the decoded pictures fit the budget, else a file on disk where it has room
     (twice the file: the run needs space besides), else decoding every epoch."""
@@ -45,8 +49,7 @@ def choose_kind(n: int, size: int, folder: Path) -> str:
     if forced in KINDS:
         return forced
     need = n * size * size * 3
-    budget = float(os.environ.get("TLGUI_DECODE_MB", MEMORY_MB) or MEMORY_MB) * 1024**2
-    if need <= budget:
+    if need <= _budget():
         return "memory"
     try:
         free = shutil.disk_usage(folder).free
@@ -55,10 +58,14 @@ def choose_kind(n: int, size: int, folder: Path) -> str:
     return "disk" if free > 2 * need else "stream"
 
 
-def extraction_kind() -> str:
-    """Frozen features: each picture is decoded once anyway, so batch by batch (`stream`) holds only
-    the batches in flight; TLGUI_PICTURES=memory decodes them all first, as small sets once did."""
-    return "memory" if os.environ.get("TLGUI_PICTURES", "").strip() == "memory" else "stream"
+def extraction_kind(n: int, size: int) -> str:
+    """Frozen features decode each picture once either way: a set that fits the budget is decoded
+    all at once, as before (a little faster); a bigger one batch by batch (`stream`), so that only
+    the batches in flight stay in memory."""
+    forced = os.environ.get("TLGUI_PICTURES", "").strip()
+    if forced in KINDS:
+        return "memory" if forced == "memory" else "stream"
+    return "memory" if n * size * size * 3 <= _budget() else "stream"
 
 
 def pictures(ds: Dataset, indices: np.ndarray, size: int, kind: str, folder: Path, device: torch.device,

@@ -197,7 +197,7 @@ class Trainer:
         found.clear()
         need = sorted(set().union(*missing))
         if need:
-            inputs = Inputs(self._inputs(model, order[need], loader.extraction_kind()), np.zeros(len(need), dtype=np.int64))
+            inputs = Inputs(self._inputs(model, order[need], loader.extraction_kind(len(need), decode_size(model) or 0)), np.zeros(len(need), dtype=np.int64))
             at = {j: r for r, j in enumerate(need)}
             if all(m == need for m in missing):  # the usual case: one pass through every backbone
                 passes = [(model.features, list(range(len(keys))), need)]
