@@ -26,6 +26,7 @@ from .images import BadImage, open_rgb, square_tensor_bytes
 from .model import Classifier
 from .runs import atomic_write, disk_full
 from .sources import check_zip_bomb
+from .standardise import identity_entries
 
 FORMAT_VERSION = 1
 
@@ -274,7 +275,7 @@ def load_bundle(path: str | Path) -> LoadedModel:
                      for i, entry in enumerate(meta["backbones"])]
     model = Classifier(backbones, meta["fusion"], len(meta["classes"]), meta.get("fusion_dim", 256))
     try:
-        model.load_state_dict(state, strict=True)
+        model.load_state_dict(identity_entries(model, state), strict=True)  # older bundles: no statistics
     except RuntimeError:
         raise TlguiError("the bundle's weights do not match its description: the file is damaged; export it again") from None
     model.eval()
