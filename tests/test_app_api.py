@@ -34,7 +34,7 @@ def wait_until_done(client: Client) -> str:
 def test_named_endpoints_are_the_documented_ones(client):
     names = set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
     assert names == {"/load_dataset", "/train", "/stop", "/resume", "/status", "/predict", "/download", "/pretrain",
-                     "/pretrain_stop", "/pretrain_status"}
+                     "/pretrain_stop", "/pretrain_status", "/lr_find"}
 
 
 def test_upload_train_poll_download_predict(client, animal_zip, fashion_pictures, tmp_path):

@@ -27,6 +27,7 @@ from .model import Classifier
 from .runs import atomic_write, disk_full
 from .sources import check_zip_bomb
 from .standardise import identity_entries
+from .lpft import fit_lines
 
 FORMAT_VERSION = 1
 
@@ -171,6 +172,7 @@ def model_card(meta: dict, metrics: dict) -> str:
                   "| class | precision | recall | F1 | support |", "|---|---|---|---|---|"]
         lines += [f"| {r['class']} | {r['precision']:.3f} | {r['recall']:.3f} | {r['f1']:.3f} | {r['support']} |"
                   for r in metrics["per_class"]]
+    lines += fit_lines(metrics)
     if metrics.get("fusion_weights"):
         lines += ["", "Learned fusion weights: " + ", ".join(f"{k} {v:.2f}" for k, v in metrics["fusion_weights"].items())]
     lines += ["", "## How to use", "", "```bash", "python -m tlgui predict model.zip picture.jpg" if meta["task"] == "image"

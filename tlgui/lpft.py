@@ -83,3 +83,21 @@ def describe(record: dict) -> str:
     if record["chosen"] == "lp-ft":
         return f"auto: LP-FT kept, {margin:+.1f} points of validation accuracy over the linear probe"
     return f"auto: linear probe kept, LP-FT scored {margin:+.1f} points on validation"
+
+
+def fit_lines(metrics: dict) -> list[str]:
+    """The model card's lines on how the head was fitted and which recipe `auto` kept."""
+    lines = []
+    if metrics.get("fit_steps"):
+        lines += ["", f"Head: fitted to convergence on standardised features in {metrics['fit_steps']} L-BFGS steps, "
+                      f"C = {metrics['c']:g} chosen on validation"
+                  + ("; then refitted on every labelled example." if metrics.get("refit_on_all") else ".")]
+    if metrics.get("folds"):
+        lines.append(f"{len(metrics['folds'])}-fold cross-validation accuracy {100 * metrics['folds_mean']:.1f}% "
+                     f"± {100 * metrics['folds_std']:.1f} (folds: "
+                     + ", ".join(f"{100 * a:.1f}%" for a in metrics["folds"]) + ").")
+    if metrics.get("class_weights"):
+        lines.append("Loss weighted by inverse class frequency: " + ", ".join(f"{w:.2f}" for w in metrics["class_weights"]))
+    if metrics.get("recipe"):
+        lines += ["", describe(metrics["recipe"]) + "."]
+    return lines

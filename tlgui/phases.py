@@ -43,14 +43,14 @@ def probe_run(trainer, model, tr, va, train_idx, val_idx, generator, t0):
     chosen = None
     if auto:
         chosen = _auto(trainer, model, probe, probe_val, feats, labels, tr, va, train_idx, val_idx, generator, t0, history)
-    history = history + [r for r in probe.report.rows if r not in history]  # a refit's points, after the walk's
-    history.sort(key=lambda r: (r.get("phase") == "lp-ft", r["epoch"]))
     extra = probe.summary()
     if chosen:
         extra["recipe"] = chosen
         if chosen["chosen"] == "lp-ft":
             va_report, idx_report, extra = va, val_idx, {"recipe": chosen, "class_weights": extra.get("class_weights")}
     steps = history[-1]["epoch"] if history else 0
+    if chosen and chosen["chosen"] == "lp-ft":
+        steps = chosen["lpft_best_epoch"]
     return trainer._finish(model, va_report, idx_report, True, "finished", steps, history, t0, extra)
 
 
@@ -73,9 +73,10 @@ def _auto(trainer, model, probe, probe_val, feats, labels, tr, va, train_idx, va
     kept = copy.deepcopy(model.state_dict())  # the probe as it would be saved (refitted below if it wins)
     if cfg.folds:
         probes.fit_train_part(model, feats, labels, len(tr), probe)
-    tuned = _fine_tune(trainer, model, train_idx, val_idx, generator, t0, history)
+    tuned, best_epoch = _fine_tune(trainer, model, train_idx, val_idx, generator, t0, history)
     tuned_acc = float((trainer.best_val[0] == va_labels).mean()) if trainer.best_val else None
     record = lpft.choose(probe_acc, tuned_acc, estimate, budget, tuned)
+    record["lpft_best_epoch"] = best_epoch
     if record["chosen"] == "probe":
         model.load_state_dict(kept)
         if not cfg.folds:
@@ -85,8 +86,8 @@ def _auto(trainer, model, probe, probe_val, feats, labels, tr, va, train_idx, va
     return record
 
 
-def _fine_tune(trainer, model, train_idx, val_idx, generator, t0, history) -> bool:
-    """Auto's second half: every layer trains from the probe. False where it was stopped before an epoch."""
+def _fine_tune(trainer, model, train_idx, val_idx, generator, t0, history) -> tuple[bool, int | None]:
+    """Auto's second half: every layer trains from the probe. (whether it ran an epoch, its best epoch)."""
     from .events import StopRequested
     from .train import Inputs
 
@@ -102,14 +103,14 @@ def _fine_tune(trainer, model, train_idx, val_idx, generator, t0, history) -> bo
     emit = trainer.emit
     try:
         trainer.emit = _Offset(emit, offset)  # LP-FT's epochs follow the fit's steps on the curve
-        trainer._epochs(model, tr, va, False, augment, generator, t0, rows)
+        _, best_epoch, _ = trainer._epochs(model, tr, va, False, augment, generator, t0, rows)
     except StopRequested:
-        return False
+        return False, None
     finally:
         trainer.emit = emit
         model.freeze("all")
     history += [{**r, "epoch": r["epoch"] + offset, "phase": "lp-ft"} for r in rows]
-    return True
+    return True, best_epoch
 
 
 class _Offset:

@@ -136,9 +136,7 @@ def _validate(model, feats, labels, n_train, weight, report, check_stop, refit_a
 
 def refit(model, s_all: list[torch.Tensor], y_all: torch.Tensor, probe: Probe, weight, report) -> None:
     """Fit the head again, at the chosen C, on every labelled example (standardised features)."""
-    report.offset = probe.steps  # its points follow the walk's on the curve
-    _, steps = head_fit.fit(model, s_all, y_all, probe.c, weight, _points(report, model, s_all, y_all, None, None,
-                                                                        probe.c, weight))
+    _, steps = head_fit.fit(model, s_all, y_all, probe.c, weight)  # no points: nothing is held out to score
     probe.steps += steps
     probe.refit_all = True
 
@@ -172,7 +170,7 @@ def _cross_validate(model, feats, labels, k, seed, weight, report, check_stop, s
     _reset(model, start)
     model.scale.fit(feats)
     s_all = model.scale(feats)
-    _, steps = head_fit.fit(model, s_all, labels, c, weight, _points(report, model, s_all, labels, None, None, c, weight))
+    _, steps = head_fit.fit(model, s_all, labels, c, weight)
     return Probe(c=c, steps=sum(w.steps for w in walks) + steps, val_loss=loss[b], val_accuracy=acc[b],
                  val_pred=probs.argmax(1), val_probs=probs, folds=[w.val_accuracy[b] for w in walks], refit_all=True)
 

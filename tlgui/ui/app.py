@@ -56,7 +56,8 @@ def wire_training(page, ctx: AppContext) -> None:
     def start(state: dict | None, backbones: list[str], fusion: str, freeze: str, epochs: float, lr: float,
               batch_size: float, image_size: str, val_split: float, augment: str, patience: float, seed: float,
               start_from: str = "pretrained", init_run: str | None = None, init_upload: str | None = None,
-              export: list[str] | None = None, request: gr.Request = None) -> dict:
+              export: list[str] | None = None, budget: float | None = None, class_weights: str = "auto",
+              folds: float = 0, request: gr.Request = None) -> dict:
         """Queue a run with the page's settings; the page then follows it through the timer.
 
         Returns the new run as `started_state` too, which stays None when the run could not start."""
@@ -65,7 +66,8 @@ def wire_training(page, ctx: AppContext) -> None:
         owner = ctx.owner(request)
         backbones = pretrain_step.encoder_paths(ctx, backbones, state["task"], request)
         config = model_step.make_config(backbones, fusion, freeze, epochs, lr, batch_size, image_size, val_split,
-                                        augment, patience, seed, start_from, export=export)
+                                        augment, patience, seed, start_from, export=export, budget=budget,
+                                        class_weights=class_weights, folds=folds)
         config = model_step.start_model(ctx, owner, config, start_from, init_run, init_upload)
         for name in config.backbones:
             task = get_info(name).task
