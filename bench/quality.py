@@ -101,11 +101,12 @@ def tlgui_accuracy(config: RunConfig, train_path: Path, test_path: Path, out: Pa
 
 def one_set(name, train_path, test_path, backbone, seeds, args, work) -> dict[str, list[float]]:
     ds_tr, ds_te = read_dataset(train_path), read_dataset(test_path)
-    f_tr, f_te = features(backbone, ds_tr), features(backbone, ds_te)
+    size = args.frozen_size if ds_tr.task == "image" else None
+    f_tr, f_te = features(backbone, ds_tr, size), features(backbone, ds_te, size)
     y_tr, y_te = np.asarray(ds_tr.labels), np.asarray(ds_te.labels)
     scores: dict[str, list[float]] = {r: [] for r in ROWS}
     notes: list[str] = []
-    small = dict(image_size=args.ft_size) if ds_tr.task == "image" else dict(max_length=64)
+    small = dict(image_size=args.ft_size) if ds_tr.task == "image" else dict(max_length=args.ft_tokens)
     for seed in seeds:
         ds_tr.assign_splits(0.2, seed)
         tr_idx, va_idx = ds_tr.indices("train"), ds_tr.indices("val")
@@ -114,11 +115,13 @@ def one_set(name, train_path, test_path, backbone, seeds, args, work) -> dict[st
         scores["LR tuned C"].append(tuned)
         scores["LR tuned C, scaled"].append(logistic(f_tr, y_tr, f_te, y_te, tr_idx, va_idx, scaled=True)[1])
         base = dict(backbones=[backbone], seed=seed)
-        runs = {"tlgui frozen": RunConfig(freeze="all", **base),
+        runs = {"tlgui frozen": RunConfig(freeze="all", image_size=size, **base),
                 "tlgui probe (fine-tune size)": RunConfig(freeze="all", **base, **small),
                 "tlgui LP-FT": RunConfig(freeze="none", epochs=args.ft_epochs, **base, **small),
                 "plain fine-tuning": RunConfig(freeze="none", epochs=args.ft_epochs, lp_ft=False, **base, **small),
                 "tlgui auto": RunConfig(freeze="auto", epochs=args.ft_epochs, budget=100_000, **base, **small)}
+        if seed not in args.ft_seeds:  # fine-tuning is the costly part: on fewer seeds where asked
+            runs = {"tlgui frozen": runs["tlgui frozen"]}
         for row, config in runs.items():
             acc, metrics, seconds = tlgui_accuracy(config, train_path, test_path, work / f"{name}-{seed}-{row}")
             scores[row].append(acc)
@@ -143,10 +146,15 @@ def fit_speed(n: int = 10_000) -> dict:
 
     torch.set_num_threads(2)
     images, labels, _ = fm(n // 10)
-    model = build_classifier(RunConfig(image_size=64), 10).eval()
+    model = build_classifier(RunConfig(image_size=32), 10).eval()
     x = torch.from_numpy(np.repeat(images[:, None], 3, axis=1))
-    with torch.inference_mode():
-        feats = torch.cat([model.backbones[0](x[i:i + 256].float() / 255) for i in range(0, n, 256)])
+    stored = Path(tempfile.gettempdir()) / f"tlgui-quality-speed-{n}.pt"
+    if stored.exists():
+        feats = torch.load(stored)
+    else:
+        with torch.inference_mode():
+            feats = torch.cat([model.backbones[0](x[i:i + 256].float() / 255) for i in range(0, n, 256)])
+        torch.save(feats, stored)
     order = torch.from_numpy(np.random.default_rng(0).permutation(n))
     feats, y = feats[order].clone(), torch.from_numpy(labels)[order]
     n_tr = int(0.8 * n)
@@ -167,13 +175,15 @@ def fit_speed(n: int = 10_000) -> dict:
 def write(results: dict, speed: dict, args, seconds: float) -> None:
     lines = ["# Model quality against hand-made baselines", "",
              f"Written by `python bench/quality.py` ({seconds / 60:.0f} min on a shared 2-core CPU). Held-out test "
-             f"accuracy, mean ± spread over seeds {', '.join(map(str, args.seeds))}; {args.labelled} labelled "
-             f"examples per set (80% train, 20% validation), {args.test} test examples never seen. Frozen rows at the "
-             f"backbone's native size; fine-tuning rows (and the probe beside them) at {args.ft_size} px "
-             f"(texts: 64 tokens), {args.ft_epochs} epochs.", "",
+             f"accuracy, mean ± spread over seeds {', '.join(map(str, args.seeds))} (fine-tuning rows: seeds "
+             f"{', '.join(map(str, args.ft_seeds))}); {args.labelled} labelled "
+             f"examples per set (80% train, 20% validation), {args.test} test examples never seen. Frozen rows at "
+             f"{args.frozen_size or 'the backbone native'} px; fine-tuning rows (and the probe beside them) at {args.ft_size} px "
+             f"(texts: {args.ft_tokens} tokens), {args.ft_epochs} epochs.", "",
              "| method | " + " | ".join(results) + " |", "|---" * (len(results) + 1) + "|"]
     for row in ROWS:
-        cells = [f"{100 * np.mean(r[row]):.1f} ± {100 * np.std(r[row]):.1f}" for r in results.values()]
+        cells = [f"{100 * np.mean(r[row]):.1f} ± {100 * np.std(r[row]):.1f}" + (f" ({len(r[row])} seed)" if len(r[row]) == 1 else "")
+                 if r[row] else "-" for r in results.values()]
         lines.append(f"| {row} | " + " | ".join(cells) + " |")
     lines += ["", "## Targets", ""]
     for name, r in results.items():
@@ -187,7 +197,7 @@ def write(results: dict, speed: dict, args, seconds: float) -> None:
                      f"({'met' if m['tlgui auto'] >= better - 0.005 else 'NOT met'})")
         lines += [f"  - {note}" for note in r["_notes"]]
     lines += ["", "## Speed of the frozen fit", "",
-              f"{speed['n']:,} x {speed['dim']:,} real features (EfficientNet-Lite0 of Fashion-MNIST at 64 px), 2 threads: "
+              f"{speed['n']:,} x {speed['dim']:,} real features (EfficientNet-Lite0 of Fashion-MNIST at 32 px), 2 threads: "
               f"tlgui's fit (walk over {speed['grid_points']} C values, warm-started, then the refit on all rows; "
               f"{speed['steps']} L-BFGS steps) **{speed['tlgui_s']:.2f} s**; scikit-learn's LogisticRegression over the "
               f"same C values and refit {speed['sklearn_s']:.2f} s (ratio {speed['sklearn_s'] / speed['tlgui_s']:.1f}x). "
@@ -202,18 +212,24 @@ def main() -> None:
     ap.add_argument("--test", type=int, default=500)
     ap.add_argument("--ft-size", type=int, default=64)
     ap.add_argument("--ft-epochs", type=int, default=3)
+    ap.add_argument("--ft-tokens", type=int, default=64)
+    ap.add_argument("--frozen-size", type=int, default=None, help="pictures' size for the frozen rows (default native)")
+    ap.add_argument("--ft-seeds", type=int, nargs="+", default=None, help="seeds of the fine-tuning rows (default all)")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads for the runs (the fit's timing uses 2)")
     ap.add_argument("--only", nargs="*", help="data set names to run (default: all)")
     args = ap.parse_args()
+    args.ft_seeds = args.seeds if args.ft_seeds is None else args.ft_seeds
     t0 = time.perf_counter()
     work = Path(tempfile.mkdtemp(prefix="tlgui-quality-"))
     speed = fit_speed()
     print("fit speed", speed, flush=True)
+    torch.set_num_threads(args.threads)
     results = {}
     for name, tr, te, backbone in datasets(work, args.labelled, args.test):
         if args.only and name not in args.only:
             continue
         results[name] = one_set(name, tr, te, backbone, args.seeds, args, work)
-    write(results, speed, args, time.perf_counter() - t0)
+        write(results, speed, args, time.perf_counter() - t0)  # after each set: a partial table survives a cut-off
 
 
 if __name__ == "__main__":

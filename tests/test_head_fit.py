@@ -4,10 +4,7 @@ real Fashion-MNIST pictures and the real offline EfficientNet-Lite0 (at 32 px: q
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import zipfile
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -28,7 +25,6 @@ from tlgui.lr_find import lr_find
 from tlgui.model import Classifier
 from tlgui.train import train
 
-ROOT = Path(__file__).resolve().parents[1]
 SMALL = dict(image_size=32, batch_size=16, seed=0)
 CLASSES = [0, 2, 4, 6]  # t-shirt, pullover, coat, shirt: alike, so the strength of regularisation matters
 
@@ -176,15 +172,11 @@ def test_an_older_bundle_without_statistics_still_loads(clothes, tmp_path):
     assert not loaded.model.scale.fitted and loaded.predict([np.zeros((32, 32, 3), np.uint8)])[0]["label"]
 
 
-def _cli(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "tlgui", *map(str, args)], capture_output=True, text=True, cwd=ROOT,
-                          timeout=600)
+def test_lr_find_command_and_bad_recipe_input(clothes, tmp_path, capsys):
+    from tlgui.cli import main
 
-
-def test_lr_find_command_and_bad_recipe_input(clothes, tmp_path):
-    p = _cli("lr-find", clothes, "--image-size", "32", "--steps", "20")
-    assert p.returncode == 0, p.stderr
-    assert p.stdout.strip().splitlines()[-1].startswith("suggested lr: ")
+    assert main(["lr-find", str(clothes), "--image-size", "32", "--steps", "20"]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1].startswith("suggested lr: ")
     bad = {"--budget must be a positive number": ["--freeze", "auto", "--budget", "soon"],
            "--budget must be a positive": ["--freeze", "auto", "--budget", "-5"],
            "cannot use glove_bilstm": ["--freeze", "auto", "--backbone", "glove_bilstm"],
@@ -192,6 +184,10 @@ def test_lr_find_command_and_bad_recipe_input(clothes, tmp_path):
            "--folds must be": ["--folds", "1"],
            "--class-weights": ["--class-weights", "sometimes"]}
     for words, flags in bad.items():
-        p = _cli("train", clothes, "--out", tmp_path / "bad", "--image-size", "32", *flags)
-        assert p.returncode == 2 and words in p.stderr, (flags, p.stderr)
-        assert len(p.stderr.strip().splitlines()) == 1 and "Traceback" not in p.stderr
+        try:
+            code = main(["train", str(clothes), "--out", str(tmp_path / "bad"), "--image-size", "32", *flags])
+        except SystemExit as e:  # argparse's own refusals
+            code = e.code
+        err = capsys.readouterr().err
+        assert code == 2 and words in err, (flags, err)
+        assert len(err.strip().splitlines()) == 1 and "Traceback" not in err

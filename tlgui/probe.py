@@ -67,7 +67,7 @@ def initial_state(model) -> dict[str, torch.Tensor]:
 class Reporter:
     """Turns fit points into `epoch` events with a running step count."""
 
-    def __init__(self, emit: Callable, t0: float, label: str = ""):
+    def __init__(self, emit: Callable, t0: float):
         self.emit, self.t0, self.offset, self.rows = emit, t0, 0, []
 
     def __call__(self, point: dict) -> None:
