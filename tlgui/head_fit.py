@@ -126,12 +126,16 @@ def best_index(accuracy: list[float], loss: list[float]) -> int:
 
 def walk(model, tr: list[torch.Tensor], ytr: torch.Tensor, va: list[torch.Tensor], yva: torch.Tensor, weight=None,
          on_point: Callable[[dict], None] | None = None, check_stop: Callable[[], None] = lambda: None,
-         grid: tuple[float, ...] = C_GRID) -> Walk:
+         grid: tuple[float, ...] = C_GRID, restart: dict | None = None) -> Walk:
     """Fit along `grid` (strong to weak), scoring each C on the validation part, until the
-    validation scores say weaker regularisation cannot help (`_past_best`)."""
+    validation scores say weaker regularisation cannot help (`_past_best`). With `restart` (the
+    non-convex fusions) every C starts from that state instead: under strong regularisation a
+    projection and the head both shrink to zero, a stationary point no warm start would leave."""
     w = Walk()
     for c in grid:
         check_stop()
+        if restart is not None:
+            load_state(model, {k: v.clone() for k, v in restart.items()})
 
         def group(steps, loss, c=c):
             check_stop()

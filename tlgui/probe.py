@@ -58,6 +58,8 @@ def initial_state(model) -> dict[str, torch.Tensor]:
     """Where every fit starts: the fusion as built, the linear layer at zero (the convex problem's
     natural start, and the same from any seed)."""
     state = {k: v.detach().clone() for k, v in head_fit._state(model).items()}
+    if model.fusion.mode != "concat":  # a non-convex fit: the head keeps its random start
+        return state
     for k in state:
         if k.startswith("head.") and k.endswith(("weight", "bias")):
             state[k] = torch.zeros_like(state[k])
@@ -97,7 +99,7 @@ def run_probe(model, feats: list[torch.Tensor], labels: torch.Tensor, n_train: i
     if folds and folds > 1:
         probe = _cross_validate(model, feats, labels, folds, seed, weight, report, check_stop, start)
     else:
-        probe = _validate(model, feats, labels, n_train, weight, report, check_stop, refit_all)
+        probe = _validate(model, feats, labels, n_train, weight, report, check_stop, refit_all, _restart(model, start))
     probe.class_weights = weight.tolist() if weight is not None else None
     probe.weight, probe.report = weight, report
     return probe
@@ -116,7 +118,12 @@ def fit_train_part(model, feats: list[torch.Tensor], labels: torch.Tensor, n_tra
     head_fit.fit(model, model.scale(tr), labels[:n_train], probe.c, probe.weight)
 
 
-def _validate(model, feats, labels, n_train, weight, report, check_stop, refit_all) -> Probe:
+def _restart(model, start: dict) -> dict | None:
+    """Where each C of a walk starts: the previous C's fit (convex concat), or `start` (non-convex fusions)."""
+    return None if model.fusion.mode == "concat" else start
+
+
+def _validate(model, feats, labels, n_train, weight, report, check_stop, refit_all, restart) -> Probe:
     tr, va = [f[:n_train] for f in feats], [f[n_train:] for f in feats]
     ytr, yva = labels[:n_train], labels[n_train:]
     model.scale.fit(tr)
@@ -124,7 +131,8 @@ def _validate(model, feats, labels, n_train, weight, report, check_stop, refit_a
     if not len(yva):  # nothing to choose on: scikit-learn's default strength
         _, steps = head_fit.fit(model, s_tr, ytr, 1.0, weight, _points(report, model, s_tr, ytr, None, None, 1.0, weight))
         return Probe(c=1.0, steps=steps)
-    walk = head_fit.walk(model, s_tr, ytr, s_va, yva, weight, _with_train(report, model, s_tr, ytr, weight), check_stop)
+    walk = head_fit.walk(model, s_tr, ytr, s_va, yva, weight, _with_train(report, model, s_tr, ytr, weight), check_stop,
+                         restart=restart)
     b = head_fit.best_index(walk.val_accuracy, walk.val_loss)
     head_fit.load_state(model, walk.states[b])
     probe = Probe(c=walk.cs[b], steps=walk.steps, val_loss=walk.val_loss[b], val_accuracy=walk.val_accuracy[b],
@@ -155,7 +163,7 @@ def _cross_validate(model, feats, labels, k, seed, weight, report, check_stop, s
         model.scale.fit(tr)
         s_tr, s_va = model.scale(tr), model.scale(va)
         w = head_fit.walk(model, s_tr, labels[keep], s_va, labels[hold], weight,
-                          _with_train(report, model, s_tr, labels[keep], weight), check_stop)
+                          _with_train(report, model, s_tr, labels[keep], weight), check_stop, restart=_restart(model, start))
         report.advance(w.steps)
         walks.append(w)
         order.append(part)
