@@ -31,13 +31,15 @@ def status_line(p: Progress | None, limit: int) -> str:
     if p.state == "finished":
         m = p.metrics
         ran = len(p.history)
+        if p.history and p.history[-1].get("phase") == "lp-ft":  # auto's epochs are numbered after the fit's steps
+            ran = p.history[-1]["epoch"]
         if m.get("fit_steps") or (m.get("recipe") or {}).get("chosen") == "probe":
             return fitted_line(p, m)
         if m.get("per_class"):
             line = t("status_finished", elapsed=duration(p.elapsed), accuracy=percent(m["accuracy"]),
                  f1=f"{m['macro_f1']:.3f}", best=m.get("best_epoch", ran), ran=ran)
         if m.get("recipe"):  # auto kept its fine-tuning
-            from ...lpft import describe
+            from ..lpft import describe
 
             line += t("status_recipe", sentence=describe(m["recipe"]))
         return line
@@ -63,7 +65,7 @@ def fitted_line(p: Progress, m: dict) -> str:
     if m.get("folds"):
         line += t("status_folds", k=len(m["folds"]), mean=percent(m["folds_mean"]), spread=percent(m["folds_std"]))
     if m.get("recipe"):
-        from ...lpft import describe
+        from ..lpft import describe
 
         line += t("status_recipe", sentence=describe(m["recipe"]))
     return line
