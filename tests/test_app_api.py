@@ -35,7 +35,8 @@ def test_named_endpoints_are_the_documented_ones(client):
     names = set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
     assert names == {"/load_dataset", "/train", "/stop", "/resume", "/status", "/predict", "/download", "/pretrain",
                      "/pretrain_stop", "/pretrain_status", "/add_class", "/add_pictures", "/add_webcam_picture",
-                     "/dataset_zip", "/find_label_errors", "/save_corrected", "/load_server_dataset"}
+                     "/dataset_zip", "/find_label_errors", "/save_corrected", "/load_server_dataset",
+                     "/lr_find"}
 
 
 def test_upload_train_poll_download_predict(client, animal_zip, fashion_pictures, tmp_path):

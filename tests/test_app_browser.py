@@ -85,7 +85,8 @@ def test_example_dataset_train_watch_try_download(page: Page, app_url, fashion_p
     status = wait_status(page, "Finished")
     assert "validation accuracy" in status
     expect(page.locator("#loss-plot .scatterlayer .trace")).to_have_count(4)  # train/val x loss/accuracy
-    expect(page.locator("#loss-plot .scatterlayer .point")).to_have_count(4 * 3)  # one point per epoch each
+    assert "fitted in" in status or "auto: LP-FT kept" in status  # the classifier's fit, not an undertrained curve
+    expect(page.locator("#loss-plot .scatterlayer .point").first).to_be_visible()  # one point per group of fit steps
     results = page.locator("#results")
     expect(results).to_be_visible(timeout=LOAD_S)
     expect(page.locator("#results-summary")).to_contain_text("macro F1")

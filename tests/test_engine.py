@@ -80,7 +80,8 @@ def test_bundle_round_trip_predicts_like_the_trained_model(frozen_run, test_zip)
 @pytest.mark.parametrize("freeze", ["none", "3"])
 def test_fine_tuning_modes_learn(freeze, data_zip, tmp_path):
     result = train(RunConfig(freeze=freeze, epochs=4, lr=3e-3, patience=0, **SMALL), read_dataset(data_zip), tmp_path)
-    assert _falls(result.history)
+    # LP-FT starts from a fitted head: the training loss falls from there (validation may already be at its best)
+    assert min(h["train_loss"] for h in result.history[1:]) < result.history[0]["train_loss"]
     assert result.metrics["accuracy"] > 0.4  # chance is 0.25; fine-tuning at 32 px on 96 images starts slowly
 
 

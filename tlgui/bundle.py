@@ -29,6 +29,8 @@ from .limits import check_bundle_meta, check_zip_directory
 from .modelcard import exports_table, hub_metadata
 from .runs import atomic_write, disk_full, temp_name
 from .sources import check_zip_bomb
+from .standardise import identity_entries
+from .lpft import fit_lines
 
 FORMAT_VERSION = 1
 META_BYTES = 16 * 1024**2  # tlgui.json: class names and settings, far below this
@@ -220,6 +222,7 @@ def model_card(meta: dict, metrics: dict) -> str:
                   "| class | precision | recall | F1 | support |", "|---|---|---|---|---|"]
         lines += [f"| {r['class']} | {r['precision']:.3f} | {r['recall']:.3f} | {r['f1']:.3f} | {r['support']} |"
                   for r in metrics["per_class"]]
+    lines += fit_lines(metrics)
     if metrics.get("fusion_weights"):
         lines += ["", "Learned fusion weights: " + ", ".join(f"{k} {v:.2f}" for k, v in metrics["fusion_weights"].items())]
     lines += ["", "## How to use", "", "```bash", "python -m tlgui predict model.zip picture.jpg" if meta["task"] == "image"
@@ -345,7 +348,7 @@ def load_bundle(path: str | Path) -> LoadedModel:
                      for i, entry in enumerate(meta["backbones"])]
     model = Classifier(backbones, meta["fusion"], len(meta["classes"]), meta.get("fusion_dim", 256))
     try:
-        model.load_state_dict(state, strict=True)
+        model.load_state_dict(identity_entries(model, state), strict=True)  # older bundles: no statistics
     except RuntimeError:
         raise TlguiError("the bundle's weights do not match its description: the file is damaged; export it again") from None
     model.eval()

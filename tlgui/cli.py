@@ -38,13 +38,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     _columns(p)
 
-    p = sub.add_parser("train", help="train a classifier")
+    p = train = sub.add_parser("train", help="train a classifier")
     p.add_argument("data")
     p.add_argument("--out", required=True, help="run folder for config.json, metrics.jsonl and model.zip")
     p.add_argument("--config", help="a run's config.json to repeat; flags given beside it win")
     p.add_argument("--backbone", action="append", dest="backbones", help="repeat to fuse several")
     p.add_argument("--fusion", choices=["concat", "mean", "weighted", "product", "conv"])
-    p.add_argument("--freeze", help="all, none, or a number of leading stages")
+    p.add_argument("--freeze", help="all, none, a number of leading stages, or auto (linear probe, then LP-FT if "
+                   "it fits --budget; the better on validation stays)")
+    p.add_argument("--budget", help="seconds --freeze auto may spend fine-tuning (default 60 on a CPU, 600 on a GPU)")
+    p.add_argument("--class-weights", choices=["auto", "on", "off"],
+                   help="inverse-frequency loss weights (auto: on when the largest class has 3x the smallest)")
+    p.add_argument("--folds", type=int, help="k-fold cross-validation of a frozen head; the final head sees all data")
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float)
@@ -72,6 +77,12 @@ def build_parser() -> argparse.ArgumentParser:
                        parents=[p], conflict_handler="resolve", add_help=False)
     p.add_argument("--out", help=argparse.SUPPRESS)
     p.add_argument("--json", action="store_true", help="a JSON list, most suspicious first")
+
+    p = sub.add_parser("lr-find", help="a short learning-rate sweep; prints loss by rate and a suggested rate")
+    for action in train._actions:  # the train options, but nothing is written
+        if action.dest not in ("help", "out", "resume", "export", "config", "budget", "folds"):
+            p._add_action(action)
+    p.add_argument("--steps", type=int, default=60, help="steps of the sweep")
 
     p = sub.add_parser("pretrain", help="pretrain an encoder on unlabelled pictures (labels, if any, ignored)")
     p.add_argument("data")
@@ -141,7 +152,7 @@ def cmd_inspect(args) -> None:
 
 TRAIN_FLAGS = ("backbones", "fusion", "freeze", "epochs", "batch_size", "lr", "optimizer", "weight_decay",
                "label_smoothing", "patience", "augment", "image_size", "val_split", "seed", "device", "pretrained", "init",
-               "export")
+               "export", "budget", "class_weights", "folds")
 
 
 def cmd_train(args) -> None:
@@ -217,6 +228,27 @@ def _without_gpus(argv: list[str]) -> list[str]:
     return out
 
 
+def cmd_lr_find(args) -> None:
+    from .backbones import get_info
+    from .config import RunConfig
+    from .lr_find import lr_find
+
+    args.out = args.export = args.budget = args.folds = None
+    config = RunConfig.from_dict({k: getattr(args, k) for k in TRAIN_FLAGS if getattr(args, k, None) is not None})
+    for name in config.backbones:
+        get_info(name)
+    ds = _read(args)
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    found = lr_find(config, ds, steps=args.steps, stop=stop)
+    if found["frozen"]:
+        print("note: a frozen head is fitted to convergence without a learning rate; this sweep trains the head "
+              "alone (the rate matters for --freeze none, N or auto)")
+    for lr, loss in zip(found["lrs"], found["losses"]):
+        print(f"lr {lr:.2e}  loss {loss:.4f}")
+    print(f"suggested lr: {found['suggested']:.2e}")
+
+
 def cmd_pretrain(args) -> None:
     from .pretrain import PretrainConfig, pretrain, print_progress, read_images, summary
 
@@ -270,8 +302,8 @@ def cmd_push(args) -> None:
 
 
 COMMANDS = {"backbones": cmd_backbones, "inspect": cmd_inspect, "train": cmd_train, "predict": cmd_predict,
-            "evaluate": cmd_evaluate, "pretrain": cmd_pretrain, "export": cmd_export, "push": cmd_push,
-            "audit": cmd_audit}
+            "evaluate": cmd_evaluate, "pretrain": cmd_pretrain, "lr-find": cmd_lr_find, "export": cmd_export,
+            "push": cmd_push, "audit": cmd_audit}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,6 +12,7 @@ FUSIONS = ("concat", "mean", "weighted", "product", "conv")
 OPTIMIZERS = ("adamw", "sgd")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 EXPORTS = ("onnx", "onnx-int8", "torchscript")
+CLASS_WEIGHTS = ("auto", "on", "off")
 
 
 def check_exports(formats: list[str]) -> None:
@@ -24,7 +25,7 @@ def check_exports(formats: list[str]) -> None:
 class RunConfig:
     backbones: list[str] = field(default_factory=lambda: ["efficientnet_lite0"])
     fusion: str = "concat"
-    freeze: str = "all"  # "all", "none", or the number of leading stages to freeze
+    freeze: str = "all"  # "all", "none", the number of leading stages to freeze, or "auto" (probe, then LP-FT if it fits)
     pretrained: bool = True  # False: same architecture, random initialisation
     init: str | None = None  # an earlier model.zip to start from
     epochs: int = 10
@@ -44,6 +45,10 @@ class RunConfig:
     fusion_dim: int = 256
     max_length: int = 128  # text: tokens kept per text
     export: list[str] = field(default_factory=list)  # extra files in the bundle, from EXPORTS
+    budget: float | None = None  # auto: seconds fine-tuning may take (None: 60 on a CPU, 600 on a GPU)
+    class_weights: str = "auto"  # inverse-frequency loss weights; auto: on at 3:1 imbalance or more
+    folds: int = 0  # k-fold cross-validation of a frozen run's head (0: one validation part)
+    lp_ft: bool = True  # fine-tuning starts from a converged linear probe, with per-stage rates
 
     def __post_init__(self) -> None:
         self.validate()
@@ -57,9 +62,10 @@ class RunConfig:
             raise TlguiError(f"unknown optimizer {self.optimizer!r}: use adamw or sgd")
         if self.device not in DEVICES:
             raise TlguiError(f"unknown device {self.device!r}: use one of {', '.join(DEVICES)}")
-        if self.freeze not in ("all", "none") and not str(self.freeze).isdigit():
-            raise TlguiError(f"--freeze must be all, none or a number of stages, not {self.freeze!r}")
+        if self.freeze not in ("all", "none", "auto") and not str(self.freeze).isdigit():
+            raise TlguiError(f"--freeze must be all, none, auto or a number of stages, not {self.freeze!r}")
         self.freeze = str(self.freeze)
+        self._validate_recipe()
         for name, low in (("epochs", 1), ("batch_size", 1)):
             if int(getattr(self, name)) < low:
                 raise TlguiError(f"{name} must be at least {low}")
@@ -74,9 +80,24 @@ class RunConfig:
         check_exports(self.export)
         self.export = list(dict.fromkeys(self.export))  # asked twice, exported once
 
+    def _validate_recipe(self) -> None:
+        if self.budget is not None:
+            try:
+                self.budget = float(self.budget)
+            except (TypeError, ValueError):
+                self.budget = -1.0
+            if not self.budget > 0 or self.budget != self.budget or self.budget == float("inf"):
+                raise TlguiError("--budget must be a positive number of seconds (for example 300)")
+        if self.class_weights not in CLASS_WEIGHTS:
+            raise TlguiError(f"--class-weights must be auto, on or off, not {self.class_weights!r}")
+        if isinstance(self.folds, bool) or not isinstance(self.folds, int) or self.folds < 0 or self.folds == 1:
+            raise TlguiError("--folds must be a whole number of at least 2 (or 0 for one validation part)")
+        if self.folds and self.freeze not in ("all", "auto"):
+            raise TlguiError("--folds cross-validates a frozen head: use it with --freeze all or auto")
+
     @property
     def trains_backbone(self) -> bool:
-        return self.freeze != "all"
+        return self.freeze not in ("all", "auto")  # auto's fine-tuning, if any, comes after its probe
 
     @property
     def uses_augmentation(self) -> bool:

@@ -334,3 +334,31 @@ def _serialise_cost(model: Classifier) -> float:
             f.write(data)
         _PROBES["serialise"] = (time.perf_counter() - t) / max(len(data), 1)
     return _PROBES["serialise"]
+
+
+def fine_tune_seconds(config: RunConfig, dataset: Dataset, model: Classifier, n_train: int, n_val: int) -> float:
+    """Seconds that fine-tuning every layer of `model` for `config.epochs` would take (the
+    second half of `--freeze auto`): decoding, then training steps and validation passes. A
+    rough figure from a forward pass comes first; a training step is timed only where the
+    rough figure is within twice the budget, so a far-off fine-tuning costs no probe."""
+    from .lpft import default_budget
+    from .train import pick_device
+
+    device = pick_device(config.device)
+    tuned = copy.copy(config)
+    tuned.freeze = "none"
+    order = np.concatenate([dataset.indices("train"), dataset.indices("val")])
+    with torch.random.fork_rng(devices=[torch.cuda.current_device()] if device.type == "cuda" else []), _unobserved():
+        sample = _Sample(dataset, order, decode_size(model))
+        forward = sum(_forward_cost(b, sample, device, extract_batch(config.batch_size, device))  # median of 3
+                      for b in model.backbones)
+        decode = (n_train + n_val) * sample.decode_each
+        rough = decode + config.epochs * (n_train * TRAIN_OVER_FORWARD * forward + n_val * forward)
+        if rough > 2 * (config.budget or default_budget(device)):
+            return rough
+        model.freeze("none")
+        try:
+            epoch = _train_epoch(model, sample, n_train, n_val, tuned, device) + _epoch_overhead(model, tuned)
+        finally:
+            model.freeze("all")
+    return decode + config.epochs * epoch

@@ -1,7 +1,8 @@
 """Progress events of a run, and the listeners that record them.
 
 An event is a plain dict with an `event` key: `started`, `preparing`, `batch`, `epoch`,
-`warning`, `finished`, `stopped` or `failed`. The CLI prints them, `metrics.jsonl` records the epochs,
+`warning`, `note` (what the run decided, in words), `finished`, `stopped` or `failed`. Epochs of a
+frozen run are points of its head's fit (`fit: true`, `epoch` counting L-BFGS steps). The CLI prints them, `metrics.jsonl` records the epochs,
 the app draws them.
 """
 
@@ -63,8 +64,14 @@ def print_progress(e: dict, out=None) -> None:
             print(f"estimated time: {e['estimate']['text']}", file=out, flush=True)
     elif kind == "warning":
         print(f"warning: {e['message']}", file=out, flush=True)
+    elif kind == "note":
+        print(e["message"], file=out, flush=True)
     elif kind == "preparing" and e.get("done") == e.get("total"):
         print(f"{e['what']}: {e['total']} done", file=out, flush=True)
+    elif kind == "epoch" and e.get("fit"):
+        val = f"  val loss {e['val_loss']:.4f} acc {e['val_accuracy']:.3f}" if e.get("val_loss") is not None else ""
+        print(f"fit step {e['epoch']}  C {e['c']:g}  train loss {e['train_loss']:.4f} acc {e['train_accuracy']:.3f}"
+              f"{val}  {e['elapsed']:.1f}s", file=out, flush=True)
     elif kind == "epoch":
         val = (f"  val loss {e['val_loss']:.4f} acc {e['val_accuracy']:.3f}" if e.get("val_loss") is not None else "")
         print(f"epoch {e['epoch']}/{e['epochs']}  train loss {e['train_loss']:.4f} acc {e['train_accuracy']:.3f}"

@@ -9,6 +9,7 @@ from .backbones import FeatureExtractor, build_backbone
 from .config import RunConfig
 from .errors import TlguiError
 from .fusion import Fusion
+from .standardise import FeatureScale
 
 
 class Classifier(nn.Module):
@@ -16,6 +17,7 @@ class Classifier(nn.Module):
                  dropout: float = 0.2):
         super().__init__()
         self.backbones = nn.ModuleList(backbones)
+        self.scale = FeatureScale([b.out_dim for b in backbones])  # the training part's statistics, once fitted
         self.fusion = Fusion(fusion, [b.out_dim for b in backbones], fusion_dim)
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(self.fusion.out_dim, num_classes))
 
@@ -28,12 +30,13 @@ class Classifier(nn.Module):
 
     def classify(self, feats: list[torch.Tensor]) -> torch.Tensor:
         """Logits from precomputed backbone features: the part that trains when backbones are frozen."""
-        return self.head(self.fusion(feats))
+        return self.head(self.fusion(self.scale(feats)))
 
     def forward(self, x) -> torch.Tensor:
         return self.classify(self.features(x))
 
     def freeze(self, freeze: str) -> None:
+        freeze = "all" if freeze == "auto" else freeze  # auto starts as a linear probe on frozen features
         for b in self.backbones:
             b.freeze(freeze)
 

@@ -29,6 +29,7 @@ from .featcache import FeatureCache, feature_key
 from .metrics import classification_metrics
 from .model import Classifier, build_classifier
 from .precision import cpu_amp_dtype, cuda_amp
+from . import head_fit, lpft, phases
 
 
 STORE_ROWS = 4096  # feature rows handed to the cache at a time
@@ -98,6 +99,7 @@ class Trainer:
         self.piece: int | None = None  # examples per forward pass once CUDA ran out of memory
         self.threads = contextlib.ExitStack()  # a thread count set for the loop, restored when the run ends
         self.best_val: tuple | None = None  # the best epoch's validation predictions and probabilities
+        self.loss_weight: torch.Tensor | None = None  # inverse class frequencies, where on
         state = runs.run_state(self.out_dir) if self.out_dir.exists() and distributed.is_main() else None
         if state == "running":
             raise TlguiError(f"a run is already training in {self.out_dir}: wait for it, stop it, or use another folder")
@@ -131,6 +133,12 @@ class Trainer:
             raise TlguiError(f"the dataset has only one class ({ds.classes[0]}): a classifier needs at least two")
         if cfg.export:  # before training, not after it
             check_task(ds.task, cfg.export)
+        if cfg.folds:
+            phases.probes.check_folds(cfg.folds, ds.labels)
+        if cfg.freeze == "auto":
+            from .backbones import get_info
+
+            lpft.check_auto([get_info(n) for n in cfg.backbones])
         ds.assign_splits(cfg.val_split, cfg.seed)
         train, val = ds.indices("train"), ds.indices("val")
         if len(set(ds.labels[train].tolist())) < 2:
@@ -283,6 +291,8 @@ class Trainer:
         groups = [{"params": head, "lr": cfg.lr}]
         if backbone:
             groups.append({"params": backbone, "lr": cfg.lr * cfg.backbone_lr_scale})
+        if backbone and cfg.lp_ft:  # the head is fitted already: it and the top stage at the backbone's rate
+            groups = lpft.stage_groups(model, cfg.lr * cfg.backbone_lr_scale)
         if cfg.optimizer == "sgd":
             opt = torch.optim.SGD(groups, lr=cfg.lr, momentum=0.9, nesterov=True, weight_decay=cfg.weight_decay)
         else:
@@ -330,6 +340,8 @@ class Trainer:
         t0 = time.perf_counter()
         runs.mark_running(self.out_dir)
         runs.remove_partial_writes(self.out_dir)
+        # confident predictions make gradients underflow to denormal floats, which a CPU computes on 10-100 times slower
+        self.threads.enter_context(head_fit.flush_denormals())
         try:
             if not self.resume:  # an earlier run's leftovers must not be taken for this one's
                 runs.remove_checkpoint(self.out_dir)
@@ -381,13 +393,28 @@ class Trainer:
                   epochs=cfg.epochs, backbones=list(cfg.backbones), freeze=cfg.freeze, classes=list(ds.classes),
                   estimate=self._estimate(model))
         tr, va, cached = self._prepare(model, train_idx, val_idx)
-        self.threads.enter_context(cpu_threads(1 if cached and self.device.type == "cpu" else None))
+        small = len(tr) * sum(b.out_dim for b in model.backbones) < 4_000_000  # larger fits use every thread
+        self.threads.enter_context(cpu_threads(1 if cached and small and self.device.type == "cpu" else None))
+        weight = head_fit.class_weights(ds.labels[train_idx], len(ds.classes), cfg.class_weights)
+        self.loss_weight = weight.to(self.device) if weight is not None else None
+        if cached:  # frozen features in memory: a converged fit, no epochs
+            return phases.probe_run(self, model, tr, va, train_idx, val_idx, generator, t0)
+        extra = {}
+        if cfg.trains_backbone and cfg.lp_ft and not (self.resume and self.saved):
+            extra = phases.probe_first(self, model, tr, va, t0)
+        augment = cfg.uses_augmentation and ds.task == "image" and not cached
+        status, best_epoch, history = self._epochs(model, tr, va, cached, augment, generator, t0)
+        return self._finish(model, va, val_idx, cached, status, best_epoch, history, t0, extra)
+
+    def _epochs(self, model, tr: Inputs, va: Inputs, cached: bool, augment: bool, generator, t0: float,
+                history: list | None = None) -> tuple[str, int, list[dict]]:
+        """The epoch loop: (status, best epoch, history); the model ends with the best epoch's weights."""
+        cfg = self.config
         steps_per_epoch = distributed.steps_per_epoch(len(tr), cfg.batch_size)
         opt, sched = self._optimizer(model, cfg.epochs * steps_per_epoch)
         self.ddp = distributed.wrap(model, cached, self.device)  # None in a single process
-        augment = cfg.uses_augmentation and ds.task == "image" and not cached
         best = {"loss": float("inf"), "epoch": 0, "state": None}
-        history: list[dict] = []
+        history = [] if history is None else history
         stale, status, t_train = 0, "finished", time.perf_counter()
         first = 1
         if self.resume:
@@ -444,7 +471,7 @@ class Trainer:
                 raise
             status = "stopped"
         model.load_state_dict(best["state"], strict=False)
-        return self._finish(model, va, val_idx, cached, status, best["epoch"], history, t0)
+        return status, best["epoch"], history
 
     # -- out of GPU memory: smaller pieces -----------------------------------------------------
     def _pieces(self, idx: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -479,7 +506,8 @@ class Trainer:
                     x = self._to_device(tr.take(part), augment, generator)
                     y = tr.labels[part].to(self.device, non_blocking=True)
                     logits = self._logits(model, x, cached)
-                    loss = F.cross_entropy(logits.float(), y, label_smoothing=self.config.label_smoothing)
+                    loss = F.cross_entropy(logits.float(), y, weight=self.loss_weight,
+                                           label_smoothing=self.config.label_smoothing)
                     self.scaler.scale(loss * (len(part) / len(idx))).backward()
                     loss_sum += loss.item() * len(part)
                     correct += (logits.argmax(1) == y).sum().item()
@@ -531,7 +559,7 @@ class Trainer:
             self.emit("epoch", **row, resumed=True)
         return state["epoch"], state["stale"]
 
-    def _finish(self, model, va, val_idx, cached, status, best_epoch, history, t0) -> RunResult:
+    def _finish(self, model, va, val_idx, cached, status, best_epoch, history, t0, extra=None) -> RunResult:
         from .bundle import save_bundle
 
         ds = self.dataset
@@ -545,6 +573,7 @@ class Trainer:
                 mistakes.append({"index": i, "input": ds.inputs[i], "true": ds.classes[ds.labels[i]],
                                  "predicted": ds.classes[pred[k]], "score": float(probs[k, pred[k]])})
         metrics["best_epoch"] = best_epoch
+        metrics.update(extra or {})
         if not self.main:  # rank 0 writes the bundle
             return RunResult(status, self.out_dir, None, metrics, history, model)
         weights = model.fusion.weights()

@@ -59,7 +59,8 @@ def wire_training(page, ctx: AppContext) -> None:
     def start(state: dict | None, backbones: list[str], fusion: str, freeze: str, epochs: float, lr: float,
               batch_size: float, image_size: str, val_split: float, augment: str, patience: float, seed: float,
               start_from: str = "pretrained", init_run: str | None = None, init_upload: str | None = None,
-              export: list[str] | None = None, all_gpus: bool = False, owner_key: str | None = None,
+              export: list[str] | None = None, budget: float | None = None, class_weights: str = "auto",
+              folds: float = 0, all_gpus: bool = False, owner_key: str | None = None,
               request: gr.Request = None) -> dict:
         """Queue a run with the page's settings; the page then follows it through the timer.
 
@@ -70,7 +71,8 @@ def wire_training(page, ctx: AppContext) -> None:
         owner = ctx.owner(request, owner_key)
         backbones = pretrain_step.encoder_paths(ctx, backbones, state["task"], request, owner_key)
         config = model_step.make_config(backbones, fusion, freeze, epochs, lr, batch_size, image_size, val_split,
-                                        augment, patience, seed, start_from, export=export)
+                                        augment, patience, seed, start_from, export=export, budget=budget,
+                                        class_weights=class_weights, folds=folds)
         config = model_step.start_model(ctx, owner, config, start_from, init_run, init_upload)
         ctx.jobs.policy.check_run(config.backbones, config.epochs)  # public mode's limits, before anything queues
         for name in config.backbones:

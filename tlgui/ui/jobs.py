@@ -93,7 +93,7 @@ class Job:
         kind = e["event"]
         if kind == "started":
             self.estimate = (e.get("estimate") or {}).get("total")
-        elif kind == "warning":
+        elif kind in ("warning", "note"):  # a note: what the run decided (auto's choice, LP-FT's probe)
             self.warning = e.get("message")
         elif kind == "preparing":
             self.phase = e

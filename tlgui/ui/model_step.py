@@ -10,9 +10,9 @@ import pandas as pd
 
 from ..backbones import BackboneInfo, registry
 from ..bundle import ARCHITECTURE, init_settings
-from ..config import EXPORTS, FUSIONS, RunConfig
+from ..config import CLASS_WEIGHTS, EXPORTS, FUSIONS, RunConfig
 from ..errors import TlguiError
-from . import augment_step, pretrain_step, recipes, runs, runs_step
+from . import augment_step, lr_find_step, pretrain_step, recipes, runs, runs_step
 from .context import AppContext
 from .estimate import training_seconds
 from .guard import guarded
@@ -38,17 +38,18 @@ def default_backbones(task: str) -> list[str]:
     return (offline or names)[:1]
 
 
-def freeze_choices(chosen: list[str]) -> list[str]:
-    """`all`, `none`, then 1..n where n is the fewest stages among the chosen backbones."""
+def freeze_choices(chosen: list[str]) -> list[tuple[str, str]]:
+    """`all`, `none`, `auto`, then 1..n where n is the fewest stages among the chosen backbones."""
     infos = registry()
     stages = [infos[n].stages for n in chosen if n in infos]
-    return ["all", "none"] + [str(k) for k in range(1, (min(stages) if stages else 0) + 1)]
+    return [("all", "all"), ("none", "none"), (t("freeze_auto_choice"), "auto")] + [
+        (str(k), str(k)) for k in range(1, (min(stages) if stages else 0) + 1)]
 
 
 def freeze_help(freeze: str, chosen: list[str]) -> str:
-    if freeze in ("all", "none"):
+    if freeze in ("all", "none", "auto"):
         return t(f"freeze_{freeze}")
-    total = max(len(freeze_choices(chosen)) - 2, 1)
+    total = max(len(freeze_choices(chosen)) - 3, 1)
     return t("freeze_n", n=freeze, total=total)
 
 
@@ -57,7 +58,8 @@ def fusion_help(fusion: str, chosen: list[str]) -> str:
 
 
 def make_config(backbones, fusion, freeze, epochs, lr, batch_size, image_size, val_split, augment, patience,
-                seed, start_from="pretrained", init_run=None, init_upload=None, export=()) -> RunConfig:
+                seed, start_from="pretrained", init_run=None, init_upload=None, export=(), budget=None,
+                class_weights="auto", folds=0) -> RunConfig:
     """The page's settings as the engine's RunConfig (which checks them and says what is wrong).
     The earlier model a run may start from is the caller's business (`start_model`)."""
     if not backbones:
@@ -68,7 +70,9 @@ def make_config(backbones, fusion, freeze, epochs, lr, batch_size, image_size, v
             epochs=int(epochs), lr=float(lr), batch_size=int(batch_size),
             image_size=None if image_size in (None, "", "native") else int(image_size),
             val_split=float(val_split), augment={"on": True, "off": False}.get(augment),
-            patience=int(patience), seed=int(seed), pretrained=start_from != "scratch", export=list(export or []))
+            patience=int(patience), seed=int(seed), pretrained=start_from != "scratch", export=list(export or []),
+            budget=None if budget in (None, "") else budget, class_weights=class_weights or "auto",
+            folds=int(folds or 0))
     except (TypeError, ValueError):
         raise TlguiError("a setting is empty or not a number: check the advanced settings") from None
 
@@ -132,7 +136,8 @@ def settings_of(page, config: RunConfig, task: str) -> dict:
             page.image_size: _size_choice(config.image_size, chosen), page.val_split: config.val_split,
             page.augment: {True: "on", False: "off"}.get(config.augment, "auto"), page.patience: config.patience,
             page.seed: config.seed, page.start_from: "pretrained" if config.pretrained else "scratch",
-            page.export: list(config.export)}
+            page.export: list(config.export), page.budget: config.budget, page.class_weights: config.class_weights,
+            page.folds: config.folds}
 
 
 def cli_command(state: dict | None, config: RunConfig) -> str:
@@ -145,7 +150,8 @@ def cli_command(state: dict | None, config: RunConfig) -> str:
         parts.append(f"--fusion {config.fusion}")
     for flag, attr in (("--freeze", "freeze"), ("--epochs", "epochs"), ("--lr", "lr"), ("--batch-size", "batch_size"),
                        ("--image-size", "image_size"), ("--val-split", "val_split"), ("--patience", "patience"),
-                       ("--seed", "seed")):
+                       ("--seed", "seed"), ("--budget", "budget"), ("--class-weights", "class_weights"),
+                       ("--folds", "folds")):
         value = getattr(config, attr)
         if value != getattr(default, attr) or attr == "epochs":
             parts.append(f"{flag} {value}")
@@ -163,9 +169,25 @@ def _estimate(ctx: AppContext, infos: list[BackboneInfo], state: dict, config: R
     spg = ctx.probe.seconds_per_gflop(infos[0].task, wait)
     if spg is None:
         return None
+    freeze = "all" if config.freeze == "auto" else config.freeze  # auto's own time is its probe's
     return training_seconds(infos, state["size"], epochs=config.epochs, val_split=config.val_split,
-                            freeze=config.freeze, augment=config.augment, image_size=config.image_size,
+                            freeze=freeze, augment=config.augment, image_size=config.image_size,
                             seconds_per_gflop=spg)
+
+
+def auto_sentence(ctx: AppContext, infos: list[BackboneInfo], state: dict, config: RunConfig) -> str:
+    """What a larger budget would add to auto: fine-tuning's rough time against the budget."""
+    if config.freeze != "auto" or not infos:
+        return ""
+    spg = ctx.probe.seconds_per_gflop(infos[0].task, 0.0)
+    if spg is None:
+        return ""
+    tuned = training_seconds(infos, state["size"], epochs=config.epochs, val_split=config.val_split, freeze="none",
+                             augment=config.augment, image_size=config.image_size, seconds_per_gflop=spg)
+    budget = config.budget or (600.0 if "cuda" in str(ctx.probe.device).lower() else 60.0)
+    if tuned > budget:
+        return t("auto_budget_more", time=duration(tuned), seconds=int(tuned) + 1)
+    return t("auto_budget_fits", time=duration(tuned))
 
 
 def backbone_table(ctx: AppContext, state: dict | None, config: RunConfig | None, chosen: list[str]) -> pd.DataFrame:
@@ -198,10 +220,10 @@ def build(page, ctx: AppContext) -> None:
             with gr.Row():
                 page.fusion = gr.Dropdown(list(FUSIONS), value="concat", label=t("fusion_label"), elem_id="fusion",
                                           interactive=len(chosen) > 1)
-                page.freeze = gr.Dropdown(freeze_choices(chosen), value="all",
+                page.freeze = gr.Dropdown(freeze_choices(chosen), value="auto",
                                           label=t("freeze_label"), elem_id="freeze")
             page.fusion_help = gr.Markdown(fusion_help("concat", chosen), elem_classes=["tl-help"], elem_id="fusion-help")
-            page.freeze_help = gr.Markdown(freeze_help("all", chosen), elem_classes=["tl-help"], elem_id="freeze-help")
+            page.freeze_help = gr.Markdown(freeze_help("auto", chosen), elem_classes=["tl-help"], elem_id="freeze-help")
             page.start_from = gr.Radio([(t(f"start_{s}"), s) for s in STARTS], value="pretrained",
                                        label=t("start_label"), elem_id="start-from")
             page.init_run = gr.Dropdown([], value=None, label=t("init_run_label"), elem_id="init-run", visible=False)
@@ -227,6 +249,12 @@ def build(page, ctx: AppContext) -> None:
             page.seed = gr.Number(0, precision=0, label=t("seed_label"), elem_id="seed")
         page.export = gr.CheckboxGroup([(t(f"export_{f}"), f) for f in EXPORTS], value=[], label=t("export_label"),
                                        info=t("export_info"), elem_id="export")
+        with gr.Row():
+            page.budget = gr.Number(None, label=t("budget_label"), elem_id="budget")  # the engine checks it
+            page.class_weights = gr.Radio([(t(f"class_weights_{c}"), c) for c in CLASS_WEIGHTS], value="auto",
+                                          label=t("class_weights_label"), elem_id="class-weights")
+            page.folds = gr.Number(0, precision=0, label=t("folds_label"), elem_id="folds")
+        lr_find_step.build(page)
         augment_step.build(page, ctx)
     with gr.Accordion(t("recipes"), open=False, elem_id="recipes"):
         with gr.Row(equal_height=True):
@@ -237,11 +265,11 @@ def build(page, ctx: AppContext) -> None:
                                           elem_id="recipe-name", scale=3)
             page.recipe_save = gr.Button(t("recipe_save"), elem_id="recipe-save-btn", scale=1)
         page.recipe_msg = gr.Markdown("", elem_id="recipe-message")
-    page.cli = gr.Code(cli_command(state, make_config(chosen, "concat", "all", 10, 1e-3, 32, "native", 0.2, "auto", 3, 0)),
+    page.cli = gr.Code(cli_command(state, make_config(chosen, "concat", "auto", 10, 1e-3, 32, "native", 0.2, "auto", 3, 0)),
                        language="shell", interactive=False, label=t("cli_label"), elem_id="cli-command")
     page.settings = [page.backbones, page.fusion, page.freeze, page.epochs, page.lr, page.batch_size, page.image_size,
                      page.val_split, page.augment, page.patience, page.seed, page.start_from, page.init_run,
-                     page.init_upload, page.export]
+                     page.init_upload, page.export, page.budget, page.class_weights, page.folds]
 
 
 def _image_size_choices(chosen: list[str]) -> list[tuple[str, str]]:
@@ -267,8 +295,8 @@ def wire(page, ctx: AppContext) -> callable:
         chosen = [b for b in (backbones or []) if b in registry() or pretrain_step.is_encoder(b)]
         choices = freeze_choices(chosen)
         # set the value only when it no longer fits: a refresh still under way must not undo a newer choice
-        keep = freeze in choices
-        freeze = freeze if keep else "all"
+        keep = freeze in [value for _, value in choices]
+        freeze = freeze if keep else "auto"
         out = {page.freeze: gr.Dropdown(choices=choices) if keep else gr.Dropdown(choices=choices, value=freeze),
                page.fusion: gr.Dropdown(interactive=len(chosen) > 1),
                page.fusion_help: fusion_help(fusion or "concat", chosen),
@@ -286,6 +314,8 @@ def wire(page, ctx: AppContext) -> callable:
         seconds = _estimate(ctx, known, state, config, wait) if state else None
         estimate = t("estimate", time=duration(seconds), device=ctx.probe.device) if seconds is not None else (
             t("estimate_pending") if ctx.probe.measuring(task) else "")
+        if seconds is not None:
+            estimate += auto_sentence(ctx, known, state, config)
         out.update({page.table: backbone_table(ctx, state, config, chosen), page.estimate: estimate,
                     page.cli: cli_command(state, config)})
         return out
@@ -310,9 +340,11 @@ def wire(page, ctx: AppContext) -> callable:
 
     @guarded(page.recipe_msg)
     def save_recipe(name: str, backbones, fusion, freeze, epochs, lr, batch_size, image_size, val_split, augment,
-                    patience, seed, start_from, export, owner_key: str | None = None, request: gr.Request = None) -> dict:
+                    patience, seed, start_from, export, budget, class_weights, folds, owner_key: str | None = None,
+                    request: gr.Request = None) -> dict:
         config = make_config(backbones, fusion, freeze, epochs, lr, batch_size, image_size, val_split, augment,
-                             patience, seed, start_from, export=export)
+                             patience, seed, start_from, export=export, budget=budget, class_weights=class_weights,
+                             folds=folds)
         owner = ctx.owner(request, owner_key)
         key = recipes.save(ctx.settings.runs_root, owner, name, config)
         return {page.recipe_msg: t("recipe_saved", name=name.strip()),
@@ -344,4 +376,5 @@ def wire(page, ctx: AppContext) -> callable:
                 .then(refresh_waiting, [page.dataset_state, *page.settings], outputs, api_visibility="private",
                       show_progress="hidden"))
 
+    lr_find_step.wire(page, ctx)
     return then_refresh

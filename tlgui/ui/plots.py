@@ -38,7 +38,9 @@ def curves(history: list[dict], metrics: tuple[str, ...] = ("loss", "accuracy"))
             if any(y is not None for y in ys):
                 fig.add_trace(go.Scatter(x=epochs, y=ys, mode="lines+markers", name=name, legendgroup=split,
                                          showlegend=col == 1, line=dict(color=color, width=2)), row=1, col=col)
-    fig.update_xaxes(title_text=t("plot_epoch"), dtick=1 if len(epochs) <= 20 else None, rangemode="tozero")
+    fitted = any(h.get("fit") for h in history)  # a converged fit: points are L-BFGS steps, not epochs
+    fig.update_xaxes(title_text=t("plot_fit_step" if fitted else "plot_epoch"),
+                     dtick=1 if len(epochs) <= 20 and not fitted else None, rangemode="tozero")
     if "accuracy" in metrics:
         fig.update_yaxes(range=[0, 1.02], row=1, col=metrics.index("accuracy") + 1)
     if not history:
@@ -78,3 +80,12 @@ def compare(series: list[tuple[str, list[dict]]]) -> go.Figure:
     fig.update_xaxes(title_text=t("plot_epoch"))
     fig.update_yaxes(range=[0, 1.02], row=1, col=2)
     return _style(fig, 360)
+
+
+def lr_sweep(lrs: list[float], losses: list[float], suggested: float) -> go.Figure:
+    """The learning-rate finder's loss by rate (log axis), the suggestion marked."""
+    fig = go.Figure(go.Scatter(x=lrs, y=losses, mode="lines", line=dict(color=TRAIN_COLOR, width=2), name=t("plot_loss")))
+    fig.add_vline(x=suggested, line=dict(color=VAL_COLOR, dash="dash"))
+    fig.update_xaxes(type="log", title_text=t("plot_lr"))
+    fig.update_yaxes(title_text=t("plot_loss"))
+    return _style(fig, 300)

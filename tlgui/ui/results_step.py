@@ -46,6 +46,16 @@ def view(page, folder: Path | None, task: str) -> dict:
     if m.get("per_class"):
         out[page.results_md] = t("results_head", accuracy=percent(m["accuracy"]), f1=f"{m['macro_f1']:.3f}",
                                  count=m["count"], best=m.get("best_epoch", "?"))
+        if m.get("fit_steps"):
+            out[page.results_md] = t("results_fit", accuracy=percent(m["accuracy"]), f1=f"{m['macro_f1']:.3f}",
+                                     count=m["count"], steps=m["fit_steps"])
+        if m.get("folds"):
+            out[page.results_md] += t("results_folds", k=len(m["folds"]), mean=percent(m["folds_mean"]),
+                                      spread=percent(m["folds_std"]))
+        if m.get("recipe"):
+            from ..lpft import describe
+
+            out[page.results_md] += f"\n\n{describe(m['recipe'])}."
         out[page.confusion] = plots.confusion(m)
         out[page.per_class] = pd.DataFrame(
             [(r["class"], round(r["precision"], 3), round(r["recall"], 3), round(r["f1"], 3), r["support"])

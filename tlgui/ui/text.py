@@ -70,6 +70,24 @@ TEXT: dict[str, str] = {
                    "everyday photos.",
     "freeze_n": "**{n}**: the first {n} of {total} stages stay fixed (they see edges and textures that suit most "
                 "data); the later stages and the classifier train.",
+    "freeze_auto_choice": "auto: best in the time I give it",
+    "freeze_auto": "**auto**: fits the classifier on the fixed pretrained features to convergence (seconds), then, "
+                   "if fine-tuning every layer from it (LP-FT) fits the time budget, does that too and keeps whichever "
+                   "scores better on validation.",
+    "auto_budget_more": " With these settings fine-tuning would take about {time}: a time budget of {seconds} s or "
+                        "more adds it to auto.",
+    "auto_budget_fits": " With these settings fine-tuning (about {time}) fits the time budget: auto tries it.",
+    "budget_label": "Time budget for auto (seconds; empty: 60 on a CPU, 600 on a GPU)",
+    "class_weights_label": "Class weights (for uneven classes)",
+    "class_weights_auto": "auto (on at 3:1 or more)",
+    "class_weights_on": "on",
+    "class_weights_off": "off",
+    "folds_label": "Cross-validation folds for a frozen classifier (0: one validation share)",
+    "lr_find_btn": "Find a learning rate",
+    "lr_find_done": "Suggested learning rate **{lr}** (the steepest fall of the loss), filled in above.",
+    "lr_find_frozen": " A frozen classifier is fitted to convergence without a learning rate; the rate matters "
+                      "when layers train (none, a number, or auto's fine-tuning).",
+    "lr_find_label": "Loss by learning rate",
     "start_label": "Start from (what is transferred)",
     "start_pretrained": "pretrained weights",
     "start_scratch": "no pretraining",
@@ -139,6 +157,12 @@ TEXT: dict[str, str] = {
     "all_gpus": "Train on all {n} GPUs (torchrun, one process per GPU)",
     "status_finished": "**Finished** in {elapsed}: validation accuracy {accuracy}, macro F1 {f1} (best epoch {best} of {ran}).",
     "status_finished_noval": "**Finished** in {elapsed} after {ran} epoch(s) (no validation share, so no accuracy).",
+    "status_fitted": "**Finished** in {elapsed}: validation accuracy {accuracy}, macro F1 {f1} (classifier "
+                     "fitted in {steps} steps).",
+    "status_fitted_noval": "**Finished** in {elapsed}: classifier fitted in {steps} steps (no validation share, so "
+                           "no accuracy).",
+    "status_folds": " {k}-fold cross-validation: {mean} ± {spread}.",
+    "status_recipe": " {sentence}.",
     "status_stopped": "**Stopped** after epoch {ran}: the best model so far (epoch {best}) was kept.",
     "status_stopped_empty": "**Stopped** before the first epoch ended: no model was kept.",
     "status_error": "**Error:** {reason}",
@@ -155,6 +179,10 @@ TEXT: dict[str, str] = {
     "loss_label": "Learning curves (loss and accuracy by epoch)",
     # results
     "results_head": "Validation accuracy **{accuracy}** · macro F1 **{f1}** on {count} held-out examples · best epoch {best}",
+    "results_fit": "Validation accuracy **{accuracy}** · macro F1 **{f1}** on {count} held-out examples · "
+                   "classifier fitted in {steps} steps",
+    "results_folds": " · {k}-fold accuracy **{mean} ± {spread}** (the per-class table counts every example, each "
+                     "scored by a classifier that never saw it)",
     "results_noval": "No validation share was held out, so there are no scores. Train again with a validation share above 0.",
     "confusion_label": "Confusion matrix (rows: true class, columns: predicted)",
     "per_class_label": "Per class",
@@ -205,6 +233,8 @@ TEXT: dict[str, str] = {
     "plot_loss": "Loss",
     "plot_accuracy": "Accuracy",
     "plot_epoch": "epoch",
+    "plot_fit_step": "fit step (then fine-tuning epochs)",
+    "plot_lr": "learning rate",
     "plot_train": "training",
     "plot_val": "validation",
     "plot_waiting": "waiting for the first epoch…",

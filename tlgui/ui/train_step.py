@@ -32,9 +32,18 @@ def status_line(p: Progress | None, limit: int) -> str:
     if p.state == "finished":
         m = p.metrics
         ran = len(p.history)
+        if p.history and p.history[-1].get("phase") == "lp-ft":  # auto's epochs are numbered after the fit's steps
+            ran = p.history[-1]["epoch"]
+        if m.get("fit_steps") or (m.get("recipe") or {}).get("chosen") == "probe":
+            return fitted_line(p, m)
         if m.get("per_class"):
-            return t("status_finished", elapsed=duration(p.elapsed), accuracy=percent(m["accuracy"]),
-                     f1=f"{m['macro_f1']:.3f}", best=m.get("best_epoch", ran), ran=ran)
+            line = t("status_finished", elapsed=duration(p.elapsed), accuracy=percent(m["accuracy"]),
+                 f1=f"{m['macro_f1']:.3f}", best=m.get("best_epoch", ran), ran=ran)
+        if m.get("recipe"):  # auto kept its fine-tuning
+            from ..lpft import describe
+
+            line += t("status_recipe", sentence=describe(m["recipe"]))
+        return line
         return t("status_finished_noval", elapsed=duration(p.elapsed), ran=ran)
     if p.state == "stopped":
         more = t("status_stopped_more") if p.resumable_from else ""
@@ -45,6 +54,23 @@ def status_line(p: Progress | None, limit: int) -> str:
     if p.state == "interrupted":
         return t("status_interrupted", epoch=p.resumable_from) if p.resumable_from else t("status_interrupted_empty")
     return t("status_error", reason=p.error or "the run failed")
+
+
+def fitted_line(p: Progress, m: dict) -> str:
+    """A run whose classifier was fitted to convergence (frozen, or auto): steps, folds, the recipe kept."""
+    steps = m.get("fit_steps") or (p.history[-1]["epoch"] if p.history else 0)
+    if m.get("per_class"):
+        line = t("status_fitted", elapsed=duration(p.elapsed), accuracy=percent(m["accuracy"]), f1=f"{m['macro_f1']:.3f}",
+                 steps=steps)
+    else:
+        line = t("status_fitted_noval", elapsed=duration(p.elapsed), steps=steps)
+    if m.get("folds"):
+        line += t("status_folds", k=len(m["folds"]), mean=percent(m["folds_mean"]), spread=percent(m["folds_std"]))
+    if m.get("recipe"):
+        from ..lpft import describe
+
+        line += t("status_recipe", sentence=describe(m["recipe"]))
+    return line
 
 
 def can_resume(p: Progress | None) -> bool:

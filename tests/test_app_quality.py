@@ -1,0 +1,54 @@
+"""The page's recipe settings from a program (gradio_client): auto with its budget, k folds, the
+learning-rate finder, and their bad values as one line in the status."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from gradio_client import Client, handle_file
+
+RUN_S = 240
+
+
+@pytest.fixture
+def client(app_url, tmp_path) -> Client:
+    return Client(app_url, download_files=str(tmp_path / "downloads"), verbose=False)
+
+
+def wait_until_done(client: Client) -> str:
+    deadline = time.monotonic() + RUN_S
+    status = client.predict(api_name="/status")
+    while not any(word in status for word in ("Finished", "Stopped", "Error")):
+        assert time.monotonic() < deadline, status
+        time.sleep(1)
+        status = client.predict(api_name="/status")
+    return status
+
+
+def test_folds_auto_budget_and_lr_find_from_a_program(client, animal_zip):
+    client.predict(handle_file(str(animal_zip)), api_name="/load_dataset")
+    status = client.predict(backbones=["efficientnet_lite0"], freeze="all", folds=3, image_size="32", api_name="/train")
+    assert "Error" not in status, status
+    status = wait_until_done(client)
+    assert "fitted in" in status and "3-fold cross-validation" in status, status
+
+    status = client.predict(backbones=["efficientnet_lite0"], freeze="auto", budget=0.5, image_size="32",
+                            api_name="/train")
+    status = wait_until_done(client)
+    assert "auto: linear probe" in status and "budget" in status, status  # says what a larger budget adds
+
+    lr, message, _ = client.predict(backbones=["efficientnet_lite0"], freeze="all", image_size="32", api_name="/lr_find")
+    assert 1e-7 <= lr <= 1 and "Suggested learning rate" in message, message
+
+
+@pytest.mark.parametrize("settings,words", [
+    (dict(freeze="auto", budget=-3), "--budget must be a positive number"),
+    (dict(freeze="all", folds=40), "more than the smallest class has examples"),
+])
+def test_bad_recipe_settings_are_one_line(client, animal_zip, settings, words):
+    client.predict(handle_file(str(animal_zip)), api_name="/load_dataset")
+    status = client.predict(backbones=["efficientnet_lite0"], image_size="32", **settings, api_name="/train")
+    if "Error" not in status:
+        status = wait_until_done(client)
+    assert status.startswith("**Error:**") and words in status and "\n" not in status, status

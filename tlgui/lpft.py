@@ -1,0 +1,103 @@
+"""LP-FT and the automatic recipe.
+
+LP-FT (Kumar et al., ICLR 2022): fit the linear probe first, then fine-tune from it, so that the
+first gradients reaching the backbone come from a sensible head instead of a random one and do
+not wreck the features. The backbone's stages get learning rates that shrink toward the input,
+one factor per stage (timm's layer decay, fastai's discriminative rates).
+
+`--freeze auto` fits the probe, then runs LP-FT only where its measured estimate fits the time
+budget, and keeps whichever scores better on validation.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .errors import TlguiError
+
+STAGE_DECAY = 0.7  # each stage nearer the input learns at 0.7 times the rate of the one above it
+BUDGET_CPU = 60.0  # seconds of fine-tuning `auto` may add by default: keeps a CPU's first run quick
+BUDGET_GPU = 600.0
+
+
+def default_budget(device: torch.device) -> float:
+    return BUDGET_GPU if device.type == "cuda" else BUDGET_CPU
+
+
+def check_auto(infos) -> None:
+    """`auto` needs backbones whose features are fixed when frozen (a probe) and that can fine-tune."""
+    for i in infos:
+        if i.trains_when_frozen or i.stages < 1:
+            raise TlguiError(f"--freeze auto cannot use {i.name}: its features are not fixed when frozen, so there "
+                             "is no linear probe to start from; use --freeze all or none")
+
+
+def stage_groups(model, top_lr: float, decay: float = STAGE_DECAY) -> list[dict]:
+    """Parameter groups for fine-tuning: the head and fusion at `top_lr`, each backbone's last
+    stage at `top_lr`, each earlier stage at `decay` times the next one's rate."""
+    seen: set[int] = set()
+    groups: list[dict] = []
+
+    def add(params, lr):
+        params = [p for p in params if p.requires_grad and id(p) not in seen]
+        seen.update(id(p) for p in params)
+        if params:
+            groups.append({"params": params, "lr": lr})
+
+    add([p for m in (model.fusion, model.head) for p in m.parameters()], top_lr)
+    for b in model.backbones:
+        scratch = list(b.scratch_parameters()) if hasattr(b, "scratch_parameters") else []
+        add(scratch, top_lr)
+        stages = getattr(b, "stages", [])
+        for depth, stage in enumerate(reversed(stages)):
+            add([p for m in stage for p in m.parameters()], top_lr * decay ** depth)
+        add(b.parameters(), top_lr * decay ** max(len(stages) - 1, 0))  # loose ones go with the stem
+    return groups
+
+
+def choose(probe_accuracy: float | None, tuned_accuracy: float | None, estimate: float | None, budget: float,
+           ran: bool) -> dict:
+    """What `auto` did and why, for results.json, tlgui.json, the card and the status."""
+    record = {"budget_s": budget, "lpft_estimate_s": estimate, "probe_val_accuracy": probe_accuracy,
+              "lpft_val_accuracy": tuned_accuracy, "lpft_ran": ran}
+    if not ran:
+        record.update(chosen="probe", margin=None)
+    else:
+        better = tuned_accuracy is not None and probe_accuracy is not None and tuned_accuracy > probe_accuracy
+        record.update(chosen="lp-ft" if better else "probe",
+                      margin=None if tuned_accuracy is None or probe_accuracy is None else tuned_accuracy - probe_accuracy)
+    return record
+
+
+def describe(record: dict) -> str:
+    """One sentence: which recipe won, by how much, and what a larger budget would add."""
+    if not record["lpft_ran"]:
+        est = record.get("lpft_estimate_s")
+        if est is None:
+            return "auto: linear probe (fine-tuning could not be estimated)"
+        from .estimate import format_seconds
+
+        return (f"auto: linear probe; fine-tuning (LP-FT) would take about {format_seconds(est)}, over the "
+                f"{format_seconds(record['budget_s'])} budget: a budget of {int(est) + 1} s or more adds it")
+    margin = 100 * (record["margin"] or 0.0)
+    if record["chosen"] == "lp-ft":
+        return f"auto: LP-FT kept, {margin:+.1f} points of validation accuracy over the linear probe"
+    return f"auto: linear probe kept, LP-FT scored {margin:+.1f} points on validation"
+
+
+def fit_lines(metrics: dict) -> list[str]:
+    """The model card's lines on how the head was fitted and which recipe `auto` kept."""
+    lines = []
+    if metrics.get("fit_steps"):
+        lines += ["", f"Head: fitted to convergence on standardised features in {metrics['fit_steps']} L-BFGS steps, "
+                      f"C = {metrics['c']:g} chosen on validation"
+                  + ("; then refitted on every labelled example." if metrics.get("refit_on_all") else ".")]
+    if metrics.get("folds"):
+        lines.append(f"{len(metrics['folds'])}-fold cross-validation accuracy {100 * metrics['folds_mean']:.1f}% "
+                     f"± {100 * metrics['folds_std']:.1f} (folds: "
+                     + ", ".join(f"{100 * a:.1f}%" for a in metrics["folds"]) + ").")
+    if metrics.get("class_weights"):
+        lines.append("Loss weighted by inverse class frequency: " + ", ".join(f"{w:.2f}" for w in metrics["class_weights"]))
+    if metrics.get("recipe"):
+        lines += ["", describe(metrics["recipe"]) + "."]
+    return lines

@@ -1,0 +1,46 @@
+"""Per-feature standardisation of each backbone's pooled features, part of the model.
+
+A linear head on raw features fits slowly and regularises unevenly (features differ in scale by
+orders of magnitude, an own VAE encoder's most of all). The training part's mean and standard
+deviation are stored as buffers, so the bundle, predict, evaluate, the exports and `--init` all
+apply them. Until fitted they are the identity: a bundle made before they existed loads as it was.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+MIN_STD = 1e-6  # a constant feature is left unscaled, never divided by zero
+
+
+class FeatureScale(nn.Module):
+    def __init__(self, widths: list[int]):
+        super().__init__()
+        for i, w in enumerate(widths):
+            self.register_buffer(f"mean{i}", torch.zeros(w))
+            self.register_buffer(f"std{i}", torch.ones(w))
+        self.count = len(widths)
+
+    def forward(self, feats: list[torch.Tensor]) -> list[torch.Tensor]:
+        return [(f - getattr(self, f"mean{i}")) / getattr(self, f"std{i}") for i, f in enumerate(feats)]
+
+    @torch.no_grad()
+    def fit(self, feats: list[torch.Tensor]) -> None:
+        """Statistics from these (training) features, one pair of vectors per backbone."""
+        for i, f in enumerate(feats):
+            f = f.float()
+            std = f.std(0, unbiased=False)
+            getattr(self, f"mean{i}").copy_(f.mean(0))
+            getattr(self, f"std{i}").copy_(torch.where(std > MIN_STD, std, torch.ones_like(std)))
+
+    @property
+    def fitted(self) -> bool:
+        return any(bool((getattr(self, f"std{i}") != 1).any() or (getattr(self, f"mean{i}") != 0).any())
+                   for i in range(self.count))
+
+
+def identity_entries(model: nn.Module, state: dict) -> dict:
+    """`state` with the identity statistics added where an older bundle has none."""
+    missing = {k: v for k, v in model.state_dict().items() if k.startswith("scale.") and k not in state}
+    return {**state, **missing}

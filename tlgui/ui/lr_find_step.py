@@ -1,0 +1,43 @@
+"""The advanced panel's learning-rate finder: a short sweep with the page's settings, plotted,
+its suggestion filled into the learning-rate field."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from ..errors import TlguiError
+from . import plots
+from .guard import guarded
+from .text import t
+
+
+def build(page) -> None:
+    with gr.Row(equal_height=True):
+        page.lr_find_btn = gr.Button(t("lr_find_btn"), elem_id="lr-find-btn", scale=1)
+        page.lr_find_msg = gr.Markdown("", elem_id="lr-find-message")
+    page.lr_find_plot = gr.Plot(None, label=t("lr_find_label"), elem_id="lr-find-plot", visible=False)
+
+
+def wire(page, ctx) -> None:
+    from . import model_step, pretrain_step
+
+    @guarded(page.lr_find_msg)
+    def find(state: dict | None, backbones, fusion, freeze, epochs, lr, batch_size, image_size, val_split, augment,
+             patience, seed, start_from, init_run, init_upload, export, budget, class_weights, folds,
+             owner_key: str | None = None, request: gr.Request = None) -> dict:
+        from ..lr_find import lr_find
+
+        if not state:
+            raise TlguiError(t("no_dataset"))
+        backbones = pretrain_step.encoder_paths(ctx, backbones, state["task"], request, owner_key)
+        config = model_step.make_config(backbones, fusion, freeze, epochs, lr, batch_size, image_size, val_split,
+                                        augment, patience, seed, start_from, class_weights=class_weights)
+        ctx.jobs.policy.check_run(config.backbones, config.epochs)  # a public server's limits hold here too
+        found = lr_find(config, ctx.store.get(state["path"]), steps=40)
+        message = t("lr_find_done", lr=f"{found['suggested']:.2g}") + (t("lr_find_frozen") if found["frozen"] else "")
+        return {page.lr: float(f"{found['suggested']:.2g}"), page.lr_find_msg: message,
+                page.lr_find_plot: gr.Plot(plots.lr_sweep(found["lrs"], found["losses"], found["suggested"]),
+                                           visible=True)}
+
+    page.lr_find_btn.click(find, [page.dataset_state, *page.settings, page.owner], [page.lr, page.lr_find_msg, page.lr_find_plot],
+                           api_name="lr_find")
