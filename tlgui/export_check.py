@@ -142,7 +142,8 @@ def int8_candidates(fp32: bytes, probe: Probe, tokenizers: list[str] | None = No
     weights per channel) with activation ranges calibrated on training pictures, first with the head
     kept in float32, then all layers (on small models either can be the closer one); dynamic
     quantisation made convolutions 13x slower and kept the top class on only 66% of pictures.
-    Texts: dynamic quantisation of the matrix products, the usual choice for transformers and LSTMs."""
+    Texts: dynamic quantisation of the matrix products (the usual choice for transformers and LSTMs),
+    weights per tensor, then per channel."""
     import tempfile
     from pathlib import Path
 
@@ -157,9 +158,10 @@ def int8_candidates(fp32: bytes, probe: Probe, tokenizers: list[str] | None = No
             quant_pre_process(str(src), str(pre), skip_symbolic_shape=probe.task == "text")
         except Exception:  # noqa: BLE001 - an optimisation only: quantise the file as exported
             pre = src
-        if probe.task != "image":
-            quantize_dynamic(str(pre), str(dst), weight_type=QuantType.QInt8)
-            yield dst.read_bytes(), "dynamic, int8 weights, activations quantised at run time"
+        if probe.task != "image":  # per tensor is the faster; per channel kept MiniLM's answers (90% -> 99%)
+            for per_channel, how in ((False, ""), (True, " per channel")):
+                quantize_dynamic(str(pre), str(dst), weight_type=QuantType.QInt8, per_channel=per_channel)
+                yield dst.read_bytes(), f"dynamic, int8 weights{how}, activations quantised at run time"
             return
         calibration = probe.calibration if probe.calibration is not None else probe.inputs
 
