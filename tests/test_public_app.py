@@ -113,7 +113,7 @@ def trained(public_server, tiny_zip, tmp_path_factory):
     assert "Error" not in status, status
     assert "Finished" in wait_done(c)
     model = Path(c.predict(api_name="/download"))
-    folders = [f for f in public_server["runs"].iterdir() if f.is_dir()]
+    folders = [f for f in public_server["runs"].iterdir() if f.is_dir() and not f.name.startswith(".")]
     assert len(folders) == 1
     return {"client": c, "folder": folders[0], "model": model}
 
@@ -199,7 +199,7 @@ def test_eight_browsers_train_at_once_and_see_only_their_own(public_server, brow
         for page in pages:
             expect(page.locator("#status")).to_contain_text("Finished", timeout=RUN_S * 1000)
         new = {f.name: json.loads((f / "run.json").read_text()) for f in public_server["runs"].iterdir()
-               if f.is_dir() and f.name not in before}
+               if (f / "run.json").exists() and f.name not in before}
         assert len(new) == 8 and len({m["owner"] for m in new.values()}) == 8  # one run each, eight owners
         for page, ctx in zip(pages, contexts):
             expect(page.locator("#runs-table tbody tr")).to_have_count(1)
