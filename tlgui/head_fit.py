@@ -56,8 +56,17 @@ def _penalised(model) -> list[torch.Tensor]:
     return [p for p in _params(model) if p.dim() >= 2]  # weights, never biases or norm scales
 
 
+def no_denormals(grad: torch.Tensor) -> torch.Tensor:
+    """A logits gradient with its underflowing entries set to zero: flushing denormals is per thread,
+    and the matrix product behind it runs on every thread."""
+    return grad.masked_fill(grad.abs() < 1e-30, 0.0)
+
+
 def _loss(model, feats, y, weight) -> torch.Tensor:
-    return F.cross_entropy(model.head(model.fusion(feats)).float(), y, weight=weight)
+    logits = model.head(model.fusion(feats)).float()
+    if logits.requires_grad:
+        logits.register_hook(no_denormals)
+    return F.cross_entropy(logits, y, weight=weight)
 
 
 def fit(model, feats: list[torch.Tensor], y: torch.Tensor, c: float, weight=None,
