@@ -115,10 +115,10 @@ class Trainer:
             tracking.attach(self.emit, self.out_dir, config, resume)  # TensorBoard files; MLflow where set
         self.device = distributed.setup(pick_device(config.device))
         self.amp_dtype = None
-        if self.device.type == "cuda":  # bf16 where the GPU has it, else fp16 with a loss scaler
-            if cuda_amp():
-                self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-            torch.backends.cudnn.benchmark = True  # one input size per run: cuDNN times its kernels once, keeps the fastest
+        # bf16 where the GPU has it, else fp16 with a loss scaler. cudnn.benchmark stays off: on an H200 it
+        # re-timed every new batch shape (the last batch, evaluation, extraction) for 10-20 s each (bench/GPU.md)
+        if self.device.type == "cuda" and cuda_amp():
+            self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         elif self.device.type == "cpu":
             self.amp_dtype = cpu_amp_dtype()  # fp32 unless TLGUI_CPU_BF16=1 (tlgui.precision)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
