@@ -23,8 +23,8 @@ def wire(page, ctx) -> None:
 
     @guarded(page.lr_find_msg)
     def find(state: dict | None, backbones, fusion, freeze, epochs, lr, batch_size, image_size, val_split, augment,
-             patience, seed, start_from, init_run, init_upload, export, budget, class_weights, folds,
-             owner_key: str | None = None, request: gr.Request = None) -> dict:
+             patience, seed, start_from="pretrained", init_run=None, init_upload=None, export=None, budget=None,
+             class_weights="auto", folds=0, owner_key: str | None = None, request: gr.Request = None) -> dict:
         from ..lr_find import lr_find
 
         if not state:

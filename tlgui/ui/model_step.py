@@ -71,7 +71,7 @@ def make_config(backbones, fusion, freeze, epochs, lr, batch_size, image_size, v
             image_size=None if image_size in (None, "", "native") else int(image_size),
             val_split=float(val_split), augment={"on": True, "off": False}.get(augment),
             patience=int(patience), seed=int(seed), pretrained=start_from != "scratch", export=list(export or []),
-            budget=None if budget in (None, "") else budget, class_weights=class_weights or "auto",
+            budget=budget or None, class_weights=class_weights or "auto",  # an empty field: the default
             folds=int(folds or 0))
     except (TypeError, ValueError):
         raise TlguiError("a setting is empty or not a number: check the advanced settings") from None
