@@ -39,9 +39,14 @@ def wire(page, ctx: AppContext) -> None:
         ds = ctx.store.get(state["path"])
         if ds.task != "image":
             raise TlguiError(t("augment_preview_texts"))
-        on = augment == "on" or (augment in (None, "auto") and freeze not in (None, "all"))
+        if augment == "off" or (augment in (None, "auto") and freeze in (None, "all")):
+            note = "augment_preview_off"
+        elif augment in (None, "auto") and freeze == "auto":  # the probe sees plain pictures; LP-FT, if it runs, these
+            note = "augment_preview_auto"
+        else:
+            note = "augment_preview_on"
         pictures = augmented_pictures(ds, preview_size(backbones, image_size), COUNT)
-        return {page.augment_note: t("augment_preview_on" if on else "augment_preview_off"),
+        return {page.augment_note: t(note),
                 page.augment_gallery: gr.Gallery(value=pictures, visible=True)}
 
     page.augment_btn.click(show, [page.dataset_state, page.backbones, page.freeze, page.image_size, page.augment],

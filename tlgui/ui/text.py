@@ -341,6 +341,8 @@ TEXT: dict[str, str] = {
     # augmentation preview
     "augment_preview_btn": "Show training pictures as the model sees them",
     "augment_preview_label": "Training pictures with augmentation (random crops and flips)",
+    "augment_preview_auto": "Augmentation is **off** for the fitted classifier, and **on** if `auto` goes on to "
+                            "fine-tune within its time budget: then each epoch the model sees pictures like these.",
     "augment_preview_on": "Augmentation is **on** with these settings: each epoch the model sees pictures like these.",
     "augment_preview_off": "Augmentation is **off** with these settings (frozen backbone, or off): the model sees each "
                            "picture whole. Set it to *on* to train on crops and flips like these.",
