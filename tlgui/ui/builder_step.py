@@ -20,6 +20,7 @@ from .context import AppContext
 from .data_step import summary_markdown
 from .guard import guarded
 from .text import t
+from .serve import copy_out
 
 SKIPPED_SHOWN = 5
 
@@ -180,7 +181,7 @@ def wire(page, ctx: AppContext) -> None:
         counts = built.classes(folder)
         message = f"{note} {t('builder_zipped', n=sum(counts.values()), classes=len(counts))}".strip()
         return {**shown(page, ctx, folder, message, None),
-                page.builder_download: gr.DownloadButton(value=str(path), interactive=True)}
+                page.builder_download: gr.DownloadButton(value=copy_out(path), interactive=True)}
 
     def list_mine(owner_key: str | None = None, request: gr.Request = None) -> dict:
         root, owner = ctx.settings.runs_root, ctx.owner(request, owner_key)
