@@ -11,6 +11,7 @@ from pathlib import Path
 
 from playwright.sync_api import Page, expect
 
+from tlgui.ui.text import t
 from test_app_browser import LOAD_S, RUN_S, open_app, pick, small_settings, upload, wait_ready, wait_status
 
 REVIEW_LABELS = ["negative", "positive"]
@@ -93,7 +94,8 @@ def test_transfer_kinds_recipe_and_comparison(page: Page, app_server, animal_zip
     page.click("#recipe-apply-btn")
     expect(page.locator("#recipe-message")).to_contain_text("Applied", timeout=LOAD_S)
     expect(page.locator("#epochs input")).to_have_value("8")
-    expect(page.locator("#freeze input[role=combobox]")).to_have_value("all")
+    # the recipe was saved with the page's default freeze, `auto`
+    expect(page.locator("#freeze input[role=combobox]")).to_have_value(t("freeze_auto_choice"))
     expect(page.locator("#cli-command")).to_contain_text("--image-size 64")
     expect(page.locator("#cli-command")).not_to_contain_text("--no-pretrained")
 

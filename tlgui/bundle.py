@@ -38,7 +38,8 @@ META_BYTES = 16 * 1024**2  # tlgui.json: class names and settings, far below thi
 
 def transfer_kind(config: RunConfig) -> str:
     """Which kind of knowledge transfer a run used, in words for the model card."""
-    mode = {"all": "feature extraction (backbone frozen)", "none": "full fine-tuning"}.get(
+    mode = {"all": "feature extraction (backbone frozen)", "none": "full fine-tuning",
+            "auto": "feature extraction (backbone frozen) or LP-FT, whichever the automatic recipe kept"}.get(
         config.freeze, f"partial fine-tuning (first {config.freeze} stages frozen)")
     if config.init:
         return f"parameters: started from an earlier tlgui model ({Path(config.init).name}), {mode}"
