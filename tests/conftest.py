@@ -33,6 +33,21 @@ def answers(url: str) -> bool:
     except OSError:
         return False
 
+def start_app(env: dict, log_path: Path) -> tuple[subprocess.Popen, str]:
+    """app.py on a free port with `env`, its output in `log_path`: (the process, its URL) once it answers."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with log_path.open("w") as log:
+        proc = subprocess.Popen([sys.executable, "app.py", "--port", str(port)], cwd=ROOT, env=env, stdout=log,
+                                stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + STARTUP_S
+    while not answers(url):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError(f"the app did not start:\n{log_path.read_text()[-3000:]}")
+        time.sleep(0.5)
+    return proc, url
+
 
 @pytest.fixture(scope="module")
 def one_thread():
@@ -62,17 +77,7 @@ def app_server(tmp_path_factory):
     env = {**os.environ, "TLGUI_RUNS_DIR": str(dirs["runs"]), "GRADIO_TEMP_DIR": str(dirs["gradio"]),
            "TMPDIR": str(dirs["tmp"]), "TLGUI_CACHE_DIR": str(dirs["features"]), "TLGUI_MAX_JOBS": "1",
            "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONUNBUFFERED": "1"}
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    log = (base / "app.log").open("w")
-    proc = subprocess.Popen([sys.executable, "app.py", "--port", str(port)], cwd=ROOT, env=env, stdout=log,
-                            stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + STARTUP_S
-    while not answers(url):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise RuntimeError(f"the app did not start:\n{(base / 'app.log').read_text()[-3000:]}")
-        time.sleep(0.5)
+    proc, url = start_app(env, base / "app.log")
     yield {"url": url, "runs": dirs["runs"], "log": base / "app.log"}
     proc.terminate()
     try:
@@ -80,7 +85,6 @@ def app_server(tmp_path_factory):
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
-    log.close()
 
 
 @pytest.fixture(scope="session")

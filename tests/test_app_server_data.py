@@ -4,12 +4,10 @@ reported in seconds, read in place; a folder outside the allowed ones gets the C
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import time
 
 import pytest
-from conftest import ROOT, STARTUP_S, answers, free_port
+from conftest import start_app
 from gradio_client import Client
 
 from tlgui.cli import main
@@ -24,20 +22,10 @@ def server(big_folder, tmp_path_factory):
            "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONUNBUFFERED": "1"}
     env.pop("TLGUI_PUBLIC", None)
     env.pop("SPACE_ID", None)
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    with (base / "app.log").open("w") as log:
-        proc = subprocess.Popen([sys.executable, "app.py", "--port", str(port)], cwd=ROOT, env=env, stdout=log,
-                                stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + STARTUP_S
-        while not answers(url):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                raise RuntimeError((base / "app.log").read_text()[-3000:])
-            time.sleep(0.5)
-        yield Client(url, verbose=False)
-        proc.terminate()
-        proc.wait(timeout=30)
+    proc, url = start_app(env, base / "app.log")
+    yield Client(url, verbose=False)
+    proc.terminate()
+    proc.wait(timeout=30)
 
 
 def test_a_big_server_folder_is_reported_within_ten_seconds(server, big_folder):

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.parse
@@ -22,7 +21,7 @@ from gradio_client import Client, handle_file
 from playwright.sync_api import expect
 
 import hostile_files as hostile
-from conftest import ROOT, STARTUP_S, answers, free_port
+from conftest import ROOT, start_app
 
 RUN_S = 300
 
@@ -38,17 +37,7 @@ def public_server(tmp_path_factory):
            "GRADIO_TEMP_DIR": str(dirs["gradio"]), "TMPDIR": str(dirs["tmp"]), "TLGUI_CACHE_DIR": str(dirs["features"]),
            "TLGUI_MAX_JOBS": "1", "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONUNBUFFERED": "1"}
     env.pop("TLGUI_PUBLIC", None)
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    log = (base / "app.log").open("w")
-    proc = subprocess.Popen([sys.executable, "app.py", "--port", str(port)], cwd=ROOT, env=env, stdout=log,
-                            stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + STARTUP_S
-    while not answers(url):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise RuntimeError(f"the app did not start:\n{(base / 'app.log').read_text()[-3000:]}")
-        time.sleep(0.5)
+    proc, url = start_app(env, base / "app.log")
     yield {"url": url, "pid": proc.pid, **dirs}
     proc.terminate()
     try:
@@ -56,7 +45,6 @@ def public_server(tmp_path_factory):
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
-    log.close()
 
 
 def client(server, tmp_path, name: str) -> Client:
