@@ -3,27 +3,9 @@ learning-rate finder, and their bad values as one line in the status."""
 
 from __future__ import annotations
 
-import time
-
 import pytest
-from gradio_client import Client, handle_file
-
-RUN_S = 240
-
-
-@pytest.fixture
-def client(app_url, tmp_path) -> Client:
-    return Client(app_url, download_files=str(tmp_path / "downloads"), verbose=False)
-
-
-def wait_until_done(client: Client) -> str:
-    deadline = time.monotonic() + RUN_S
-    status = client.predict(api_name="/status")
-    while not any(word in status for word in ("Finished", "Stopped", "Error")):
-        assert time.monotonic() < deadline, status
-        time.sleep(1)
-        status = client.predict(api_name="/status")
-    return status
+from gradio_client import handle_file
+from test_app_api import client, wait_until_done  # noqa: F401 - the fixture and the poll loop, shared
 
 
 def test_folds_auto_budget_and_lr_find_from_a_program(client, animal_zip):
