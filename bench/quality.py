@@ -69,8 +69,7 @@ def features(backbone_name: str, ds, image_size=None, max_length: int = 128) -> 
     if ds.task == "image":
         pixels = decode_images(ds, np.arange(len(ds)), decode_size(model))
         return torch.cat([b(pixels[i:i + 64].float() / 255) for i in range(0, len(ds), 64)]).numpy()
-    if hasattr(b, "fit_text"):
-        b.fit_text(list(ds.inputs), max_length)
+    b.fit_text(list(ds.inputs), max_length)
     return torch.cat([b(list(ds.inputs[i:i + 64])) for i in range(0, len(ds), 64)]).numpy()
 
 

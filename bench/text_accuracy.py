@@ -36,7 +36,7 @@ from tlgui.bundle import load_bundle  # noqa: E402
 from tlgui.config import RunConfig  # noqa: E402
 from tlgui.datasets import read_dataset  # noqa: E402
 from tlgui.evaluate import evaluate  # noqa: E402
-from tlgui.text_backbones import _glove, tokenize  # noqa: E402
+from tlgui.backbones.text import _glove, tokenize  # noqa: E402
 from tlgui.train import train  # noqa: E402
 
 SEED = 2026

@@ -20,7 +20,7 @@ from tlgui.bundle import load_bundle
 from tlgui.cli import main
 from tlgui.config import RunConfig
 from tlgui.datasets import read_dataset
-from tlgui.encoders import list_encoders, load_encoder, read_encoder_meta
+from tlgui.backbones.encoder import list_encoders, load_encoder, read_encoder_meta
 from tlgui.errors import TlguiError
 from tlgui.pretrain import PretrainConfig, pretrain, read_images
 from tlgui.train import train

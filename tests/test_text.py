@@ -22,8 +22,8 @@ from tlgui.bundle import load_bundle
 from tlgui.cli import main
 from tlgui.config import RunConfig
 from tlgui.datasets import read_dataset
-from tlgui import text_backbones
-from tlgui.text_backbones import tokenize
+from tlgui.backbones import text as text_backbones
+from tlgui.backbones.text import tokenize
 from tlgui.train import train
 
 ROOT = Path(__file__).resolve().parents[1]

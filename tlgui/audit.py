@@ -39,8 +39,7 @@ def frozen_features(config: RunConfig, dataset: Dataset, work_dir: str | Path | 
         model = build_classifier(cfg, len(dataset.classes))
         order = np.arange(len(dataset))
         for b in model.backbones:  # as the trainer does: a vocabulary from the texts at hand
-            if hasattr(b, "fit_text"):
-                b.fit_text(list(dataset.inputs), cfg.max_length)
+            b.fit_text(list(dataset.inputs), cfg.max_length)
         if cfg.init:
             from .bundle import init_from_bundle
 

@@ -18,7 +18,7 @@ import torch
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
-from .backbones import restore_backbone
+from .backbones import is_own_encoder, restore_backbone
 from .config import RunConfig, check_exports
 from .errors import TlguiError
 from .export import FILES, check_task, export_all, usage
@@ -45,7 +45,7 @@ def transfer_kind(config: RunConfig) -> str:
         return f"parameters: started from an earlier tlgui model ({Path(config.init).name}), {mode}"
     if not config.pretrained:  # before the encoder check: --no-pretrained leaves an encoder random too
         return "structure only: same architecture, randomly initialised (no pretraining)"
-    own = [b for b in config.backbones if b.endswith(".zip")]
+    own = [b for b in config.backbones if is_own_encoder(b)]
     if own:
         fused = " fused with pretrained backbones" if len(own) < len(config.backbones) else ""
         return f"parameters: own encoder pretrained without labels{fused}, {mode}"

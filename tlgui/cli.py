@@ -20,6 +20,21 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
+class _FusionModes:
+    """`--fusion`'s choices: the fusion table, read only when a value is checked or help is shown
+    (the table lives beside torch, which a command loads only when it needs it)."""
+
+    def __contains__(self, mode) -> bool:
+        from .fusion import MODES
+
+        return mode in MODES
+
+    def __iter__(self):
+        from .fusion import MODES
+
+        return iter(MODES)
+
+
 def _columns(p: argparse.ArgumentParser) -> None:
     p.add_argument("--image-column", help="column of image paths in a CSV (detected when omitted)")
     p.add_argument("--text-column", help="column of texts in a CSV (detected when omitted)")
@@ -43,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="run folder for config.json, metrics.jsonl and model.zip")
     p.add_argument("--config", help="a run's config.json to repeat; flags given beside it win")
     p.add_argument("--backbone", action="append", dest="backbones", help="repeat to fuse several")
-    p.add_argument("--fusion", choices=["concat", "mean", "weighted", "product", "conv"])
+    p.add_argument("--fusion", choices=_FusionModes(), metavar="MODE", help="how several backbones' features are "
+                   "combined: %(choices)s")
     p.add_argument("--freeze", help="all, none, a number of leading stages, or auto (linear probe, then LP-FT if "
                    "it fits --budget; the better on validation stays)")
     p.add_argument("--budget", help="seconds --freeze auto may spend fine-tuning (default 60 on a CPU, 600 on a GPU)")

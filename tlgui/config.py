@@ -8,7 +8,6 @@ from pathlib import Path
 
 from .errors import TlguiError
 
-FUSIONS = ("concat", "mean", "weighted", "product", "conv")
 OPTIMIZERS = ("adamw", "sgd")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 EXPORTS = ("onnx", "onnx-int8", "torchscript")
@@ -56,8 +55,10 @@ class RunConfig:
     def validate(self) -> None:
         if not self.backbones:
             raise TlguiError("no backbone chosen: pick at least one (see `python -m tlgui backbones`)")
-        if self.fusion not in FUSIONS:
-            raise TlguiError(f"unknown fusion {self.fusion!r}: use one of {', '.join(FUSIONS)}")
+        from .fusion import MODES  # beside torch, which the command line loads only when a command runs
+
+        if self.fusion not in MODES:
+            raise TlguiError(f"unknown fusion {self.fusion!r}: use one of {', '.join(MODES)}")
         if self.optimizer not in OPTIMIZERS:
             raise TlguiError(f"unknown optimizer {self.optimizer!r}: use adamw or sgd")
         if self.device not in DEVICES:

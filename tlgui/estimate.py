@@ -80,8 +80,7 @@ def _unobserved():
 def _build(config: RunConfig, dataset: Dataset, device: torch.device) -> Classifier:
     model = build_classifier(config, max(len(dataset.classes), 2))
     for b in model.backbones:  # text backbones: a vocabulary from the training texts, as the trainer does
-        if hasattr(b, "fit_text"):
-            b.fit_text([dataset.inputs[i] for i in dataset.indices("train")], config.max_length)
+        b.fit_text([dataset.inputs[i] for i in dataset.indices("train")], config.max_length)
     if config.init:
         from .bundle import init_from_bundle
 

@@ -56,7 +56,7 @@ def tokenizer_json(backbone) -> str:
     from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers
 
     if backbone.name == "glove_bilstm":
-        from .text_backbones import _TOKEN, PAD, UNK
+        from .backbones.text import _TOKEN, PAD, UNK
 
         tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(backbone.vocab)}, unk_token=UNK))
         tok.normalizer = normalizers.Lowercase()

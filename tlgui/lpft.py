@@ -46,9 +46,8 @@ def stage_groups(model, top_lr: float, decay: float = STAGE_DECAY) -> list[dict]
 
     add([p for m in (model.fusion, model.head) for p in m.parameters()], top_lr)
     for b in model.backbones:
-        scratch = list(b.scratch_parameters()) if hasattr(b, "scratch_parameters") else []
-        add(scratch, top_lr)
-        stages = getattr(b, "stages", [])
+        add(b.scratch_parameters(), top_lr)
+        stages = b.stages
         for depth, stage in enumerate(reversed(stages)):
             add([p for m in stage for p in m.parameters()], top_lr * decay ** depth)
         add(b.parameters(), top_lr * decay ** max(len(stages) - 1, 0))  # loose ones go with the stem

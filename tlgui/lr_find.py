@@ -44,8 +44,7 @@ def lr_find(config: RunConfig, dataset: Dataset, steps: int = STEPS, start: floa
         train_idx, val_idx = trainer._check_dataset()
         model = build_classifier(config, len(dataset.classes))
         for b in model.backbones:
-            if hasattr(b, "fit_text"):
-                b.fit_text([dataset.inputs[i] for i in train_idx], config.max_length)
+            b.fit_text([dataset.inputs[i] for i in train_idx], config.max_length)
         model.to(trainer.device)
         tr, _, cached = trainer._prepare(model, train_idx, val_idx)
         if cached:

@@ -8,7 +8,7 @@ from torch import nn
 from .backbones import FeatureExtractor, build_backbone
 from .config import RunConfig
 from .errors import TlguiError
-from .fusion import Fusion
+from .fusion import build_fusion
 from .standardise import FeatureScale
 
 
@@ -18,7 +18,7 @@ class Classifier(nn.Module):
         super().__init__()
         self.backbones = nn.ModuleList(backbones)
         self.scale = FeatureScale([b.out_dim for b in backbones])  # the training part's statistics, once fitted
-        self.fusion = Fusion(fusion, [b.out_dim for b in backbones], fusion_dim)
+        self.fusion = build_fusion(fusion, [b.out_dim for b in backbones], fusion_dim)
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(self.fusion.out_dim, num_classes))
 
     @property

@@ -24,7 +24,7 @@ from torch import nn
 
 from .batches import decode_images, index_batches
 from .datasets import TABLE_EXTS, Dataset, _build_images, _read_with_budget, read_dataset
-from .encoders import DEFAULT_WIDTHS, METHODS, ConvEncoder, save_encoder
+from .backbones.encoder import DEFAULT_WIDTHS, METHODS, ConvEncoder, save_encoder
 from .errors import TlguiError
 from .events import Emitter, Listener, StopRequested
 from .images import IMAGE_EXTS

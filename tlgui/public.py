@@ -80,7 +80,9 @@ class Policy:
                    _int(_limit("TLGUI_MAX_QUEUE", PUBLIC_MAX_QUEUE, public)))
 
     def allows_backbone(self, name: str, params: int) -> bool:
-        return self.max_params is None or params <= self.max_params or name.endswith(".zip")
+        from .backbones import is_own_encoder
+
+        return self.max_params is None or params <= self.max_params or is_own_encoder(name)
 
     def check_run(self, backbones: list[str], epochs: int) -> None:
         """Refuse settings above this server's limits, before anything is queued."""

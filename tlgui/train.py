@@ -284,7 +284,7 @@ class Trainer:
 
     def _optimizer(self, model: Classifier, steps: int):
         cfg = self.config
-        scratch = {id(p) for b in model.backbones if hasattr(b, "scratch_parameters") for p in b.scratch_parameters()}
+        scratch = {id(p) for b in model.backbones for p in b.scratch_parameters()}
         backbone = [p for p in model.backbones.parameters() if p.requires_grad and id(p) not in scratch]  # scratch: head's rate
         ids = {id(p) for p in backbone}
         head = [p for p in model.parameters() if p.requires_grad and id(p) not in ids]
@@ -380,8 +380,7 @@ class Trainer:
         cfg.save(self.out_dir / "config.json")
         model = build_classifier(cfg, len(ds.classes))
         for b in model.backbones:  # text backbones: tokens kept per text, and a vocabulary from the training texts
-            if hasattr(b, "fit_text"):
-                b.fit_text([ds.inputs[i] for i in train_idx], cfg.max_length)
+            b.fit_text([ds.inputs[i] for i in train_idx], cfg.max_length)
         if cfg.init:
             from .bundle import init_from_bundle
 

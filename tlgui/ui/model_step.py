@@ -10,8 +10,9 @@ import pandas as pd
 
 from ..backbones import BackboneInfo, registry
 from ..bundle import ARCHITECTURE, init_settings
-from ..config import CLASS_WEIGHTS, EXPORTS, FUSIONS, RunConfig
+from ..config import CLASS_WEIGHTS, EXPORTS, RunConfig
 from ..errors import TlguiError
+from ..fusion import MODES as FUSION_MODES
 from . import augment_step, lr_find_step, pretrain_step, recipes, runs, runs_step
 from .context import AppContext
 from .estimate import training_seconds
@@ -218,7 +219,7 @@ def build(page, ctx: AppContext) -> None:
                                          label=t("backbones_label"), info=t("backbones_info"), elem_id="backbones",
                                          allow_custom_value=True)
             with gr.Row():
-                page.fusion = gr.Dropdown(list(FUSIONS), value="concat", label=t("fusion_label"), elem_id="fusion",
+                page.fusion = gr.Dropdown(list(FUSION_MODES), value="concat", label=t("fusion_label"), elem_id="fusion",
                                           interactive=len(chosen) > 1)
                 page.freeze = gr.Dropdown(freeze_choices(chosen), value="auto",
                                           label=t("freeze_label"), elem_id="freeze")

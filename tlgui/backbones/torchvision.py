@@ -1,7 +1,8 @@
 """torchvision's classification zoo as backbones: a table read at start-up, built on demand.
 
 Building 80 networks to learn their shapes takes seconds, so `zoo.json` records each model's
-feature width and stage count; `python -m tlgui.zoo` writes it again for a new torchvision.
+feature width and stage count; `python -m tlgui.backbones.torchvision` writes it again for a
+new torchvision. MobileNetV2's weights ship in a pip package and are put in torch's cache.
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .errors import TlguiError
+from ..errors import TlguiError
+from . import offline_weights
+from .base import BackboneInfo, Family
 from .stages import split_stages
 
 TABLE = Path(__file__).with_name("zoo.json")
@@ -115,6 +118,24 @@ class _on_meta:
 
     def __exit__(self, *exc):
         nn.Module.register_parameter = self._orig
+
+
+@cache
+def infos() -> list[BackboneInfo]:
+    offline_weights.ensure_mobilenet_v2_checkpoint()
+    return [
+        BackboneInfo(
+            name=name, task="image", params=row["params"], input_size=row["input_size"], stages=row["stages"],
+            feature_dim=row["feature_dim"], offline=local_weights(name) is not None, gflops=row["gflops"],
+            mean=tuple(row["mean"]), std=tuple(row["std"]), source="torchvision",
+            description=f"torchvision {name}" + (f", ImageNet top-1 {row['accuracy']:.1f}%" if row.get("accuracy") else ""),
+            build=lambda pretrained, n=name: build(n, pretrained),
+        )
+        for name, row in table().items()
+    ]
+
+
+FAMILY = Family("torchvision", infos, downloads=True)
 
 
 def main() -> None:
