@@ -86,7 +86,7 @@ def _describe(name: str) -> dict:
     enum = torchvision.models.get_model_weights(name)
     weights = enum.DEFAULT
     t = weights.transforms()
-    with _on_meta():
+    with on_meta():
         model, width = strip_head(torchvision.models.get_model(name, weights=None))
     return {
         "params": sum(p.numel() for p in model.parameters()),
@@ -101,7 +101,7 @@ def _describe(name: str) -> dict:
     }
 
 
-class _on_meta:
+class on_meta:
     """Create parameters on the meta device (no memory, no init), even for models whose
     constructors compute with tensors (regnet), by moving each parameter as it is registered."""
 
