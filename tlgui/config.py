@@ -55,10 +55,9 @@ class RunConfig:
     def validate(self) -> None:
         if not self.backbones:
             raise TlguiError("no backbone chosen: pick at least one (see `python -m tlgui backbones`)")
-        from .fusion import MODES  # beside torch, which the command line loads only when a command runs
+        from .fusion import check_mode  # beside torch, which the command line loads only when a command runs
 
-        if self.fusion not in MODES:
-            raise TlguiError(f"unknown fusion {self.fusion!r}: use one of {', '.join(MODES)}")
+        check_mode(self.fusion)
         if self.optimizer not in OPTIMIZERS:
             raise TlguiError(f"unknown optimizer {self.optimizer!r}: use adamw or sgd")
         if self.device not in DEVICES:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .errors import TlguiError
+
 
 class Fusion(nn.Module):
     """Takes each backbone's features, a list of (B, width) tensors; gives (B, out_dim).
@@ -93,10 +95,16 @@ MODES: dict[str, type[Fusion]] = {"concat": Concat, "mean": Mean, "weighted": We
                                   "conv": Conv}
 
 
+def check_mode(mode) -> None:
+    if not isinstance(mode, str) or mode not in MODES:
+        raise TlguiError(f"unknown fusion {mode!r}: use one of {', '.join(MODES)}")
+
+
 def build_fusion(mode: str, widths: list[int], dim: int = 256) -> Fusion:
     """The fusion `mode` over backbones of these feature widths; with a single backbone every
     mode passes its features through unchanged."""
     mode = mode if len(widths) > 1 else "concat"
+    check_mode(mode)  # a bundle from elsewhere may name any
     fusion = MODES[mode](widths, dim)
     fusion.mode = mode
     return fusion

@@ -2,6 +2,7 @@
 
 `base.py` holds what every backbone answers, `registry.py` the families and the lookup by name;
 `efficientnet_lite.py`, `torchvision.py`, `text.py` and `encoder.py` are the families.
+Here `registry` is the listing function; its module is reached as `from .registry import ...`.
 """
 
 from .base import IMAGENET_MEAN, IMAGENET_STD, BackboneInfo, Family, FeatureExtractor, ImageBackbone
