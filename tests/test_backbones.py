@@ -60,6 +60,7 @@ def test_offline_backbone_builds_with_its_weights(name, pictures):
     assert torch.isfinite(feats).all() and feats.std() > 0
 
 
+@pytest.mark.filterwarnings("ignore:The default weight initialization")  # googlenet, inception_v3
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.xfail(n in WRONG_SIZE, reason="no weights: "
                                                                           "another input size", strict=True))
                                   for n, i in INFOS.items() if not i.offline])
