@@ -65,7 +65,10 @@ def test_transfer_kinds_recipe_and_comparison(page: Page, app_server, animal_zip
 
     # parameter transfer: the frozen run's model goes on training, every layer now
     page.get_by_label("one of my earlier models").check()
+    # no earlier model picked yet: the command line gives way to the reason, which Train would show too
+    expect(page.locator("#cli-command")).to_contain_text(t("init_pick_run"), timeout=LOAD_S)
     pick_like(page, "init-run", r"^#\d+ fashion-mnist")
+    expect(page.locator("#cli-command")).to_contain_text(re.compile(r"--init \S*model\.zip"), timeout=LOAD_S)
     pick(page, "freeze", "none")
     page.fill("#epochs input", "1")
     tuned = train(page, runs_root)

@@ -14,7 +14,7 @@ from torch import nn
 
 import realdata
 from tlgui import fusion
-from tlgui.backbones import FAMILIES, BackboneInfo, Family, build_backbone, registry
+from tlgui.backbones import FAMILIES, BackboneInfo, Family, build_backbone, all_backbones
 from tlgui.backbones.registry import family_of
 from tlgui.backbones.torchvision import on_meta
 from tlgui.bundle import load_bundle
@@ -24,7 +24,7 @@ from tlgui.datasets import read_dataset
 from tlgui.errors import TlguiError
 from tlgui.train import train
 
-INFOS = registry()
+INFOS = all_backbones()
 # built with its random initialisation and no pretrained weights, vit_h_14 is torchvision's
 # 224-pixel network, while its record (from the weights) says 518
 WRONG_SIZE = {"vit_h_14"}

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from realdata import fashion_mnist, write_class_zip
-from tlgui.backbones import build_backbone, registry
+from tlgui.backbones import build_backbone, all_backbones
 from tlgui.bundle import LoadedModel, load_bundle
 from tlgui.config import RunConfig
 from tlgui.datasets import read_dataset
@@ -45,7 +45,7 @@ def _falls(history: list[dict]) -> bool:
 
 
 def test_registry_has_two_offline_image_backbones():
-    offline = [i for i in registry().values() if i.offline and i.task == "image"]
+    offline = [i for i in all_backbones().values() if i.offline and i.task == "image"]
     assert {"efficientnet_lite0", "mobilenet_v2"} <= {i.name for i in offline}
     for info in offline:
         assert info.stages >= 3 and info.feature_dim > 0 and info.params > 1e6

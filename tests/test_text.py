@@ -17,7 +17,7 @@ import pytest
 import torch
 
 import realdata
-from tlgui.backbones import build_backbone, registry
+from tlgui.backbones import build_backbone, all_backbones
 from tlgui.bundle import load_bundle
 from tlgui.cli import main
 from tlgui.config import RunConfig
@@ -68,7 +68,7 @@ def _cli(*args: str, cache_dir: str, timeout: int = 300) -> subprocess.Completed
 
 # -- registry ----------------------------------------------------------------------------------
 def test_text_backbones_are_listed_and_offline():
-    infos = registry()
+    infos = all_backbones()
     for name, stages in (("minilm_l6", 7), ("glove_bilstm", 1)):
         info = infos[name]
         assert (info.task, info.offline, info.stages) == ("text", True, stages)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import os
+import shlex
+import signal
 import sys
 import threading
 from pathlib import Path
 
-from .config import EXPORTS
+from .config import DEVICES, EXPORTS, NOT_SWEPT, RunConfig, cli_settings, flag_of, started_from
 from .errors import TlguiError
 
 
@@ -20,25 +21,23 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
-class _FusionModes:
-    """`--fusion`'s choices: the fusion table, read only when a value is checked or help is shown
-    (the table lives beside torch, which a command loads only when it needs it)."""
-
-    def __contains__(self, mode) -> bool:
-        from .fusion import MODES
-
-        return mode in MODES
-
-    def __iter__(self):
-        from .fusion import MODES
-
-        return iter(MODES)
-
-
 def _columns(p: argparse.ArgumentParser) -> None:
     p.add_argument("--image-column", help="column of image paths in a CSV (detected when omitted)")
     p.add_argument("--text-column", help="column of texts in a CSV (detected when omitted)")
     p.add_argument("--label-column", help="column of labels in a CSV (detected when omitted)")
+
+
+def _train_options(p: argparse.ArgumentParser) -> None:
+    """A run's options: the data, a config file, one flag per setting `RunConfig` offers (its fields'
+    metadata give the flag, the choices and the help), resuming, GPUs and the dataset's columns."""
+    p.add_argument("data")
+    p.add_argument("--config", help="a run's config.json to repeat; flags given beside it win")
+    for setting in cli_settings():
+        keywords = {k: v for k, v in setting.metadata["cli"].items() if k != "flag"}
+        p.add_argument(flag_of(setting), dest=setting.name, default=None, **keywords)  # None: not given
+    p.add_argument("--resume", action="store_true", help="continue a killed or stopped run in --out from its last epoch")
+    p.add_argument("--gpus", type=int, help="train on N GPUs: starts torchrun --nproc-per-node N (with --device cpu: N CPU processes)")
+    _columns(p)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,49 +53,18 @@ def build_parser() -> argparse.ArgumentParser:
     _columns(p)
 
     p = train = sub.add_parser("train", help="train a classifier")
-    p.add_argument("data")
+    _train_options(p)
     p.add_argument("--out", required=True, help="run folder for config.json, metrics.jsonl and model.zip")
-    p.add_argument("--config", help="a run's config.json to repeat; flags given beside it win")
-    p.add_argument("--backbone", action="append", dest="backbones", help="repeat to fuse several")
-    p.add_argument("--fusion", choices=_FusionModes(), metavar="MODE", help="how several backbones' features are "
-                   "combined: %(choices)s")
-    p.add_argument("--freeze", help="all, none, a number of leading stages, or auto (linear probe, then LP-FT if "
-                   "it fits --budget; the better on validation stays)")
-    p.add_argument("--budget", help="seconds --freeze auto may spend fine-tuning (default 60 on a CPU, 600 on a GPU)")
-    p.add_argument("--class-weights", choices=["auto", "on", "off"],
-                   help="inverse-frequency loss weights (auto: on when the largest class has 3x the smallest)")
-    p.add_argument("--folds", type=int, help="k-fold cross-validation of a frozen head; the final head sees all data")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--lr", type=float)
-    p.add_argument("--optimizer", choices=["adamw", "sgd"])
-    p.add_argument("--weight-decay", type=float)
-    p.add_argument("--label-smoothing", type=float)
-    p.add_argument("--patience", type=int, help="early-stopping patience in epochs (0: off)")
-    p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None)
-    p.add_argument("--image-size", type=int)
-    p.add_argument("--val-split", type=float)
-    p.add_argument("--seed", type=int)
-    p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"])
-    p.add_argument("--no-pretrained", dest="pretrained", action="store_false", default=None,
-                   help="same architectures, random initialisation")
-    p.add_argument("--init", help="an earlier model.zip to start from")
-    p.add_argument("--resume", action="store_true", help="continue a killed or stopped run in --out from its last epoch")
-    p.add_argument("--gpus", type=int, help="train on N GPUs: starts torchrun --nproc-per-node N (with --device cpu: N CPU processes)")
-    p.add_argument("--export", action="append", choices=EXPORTS,
-                   help="also put the model in the bundle as model.onnx, model.int8.onnx or model.torchscript.pt, "
-                        "checked against it on the validation data (repeat for several)")
-    _columns(p)
 
     # every train option is accepted (a train line can be repeated as an audit); --out is not needed
-    p = sub.add_parser("audit", help="find likely label errors (frozen features, out-of-fold, cleanlab)",
-                       parents=[p], conflict_handler="resolve", add_help=False)
+    p = sub.add_parser("audit", help="find likely label errors (frozen features, out-of-fold, cleanlab)")
+    _train_options(p)
     p.add_argument("--out", help=argparse.SUPPRESS)
     p.add_argument("--json", action="store_true", help="a JSON list, most suspicious first")
 
     p = sub.add_parser("lr-find", help="a short learning-rate sweep; prints loss by rate and a suggested rate")
     for action in train._actions:  # the train options, but nothing is written
-        if action.dest not in ("help", "out", "resume", "export", "config", "budget", "folds"):
+        if action.dest not in ("help", "out", "resume", "config", *NOT_SWEPT):
             p._add_action(action)
     p.add_argument("--steps", type=int, default=60, help="steps of the sweep")
 
@@ -109,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
+    p.add_argument("--device", choices=DEVICES, default="auto")
 
     p = sub.add_parser("predict", help="classify images or texts with a model.zip")
     p.add_argument("model")
@@ -150,9 +118,9 @@ def _read(args):
 
 
 def cmd_backbones(args) -> None:
-    from .backbones import registry
+    from .backbones import all_backbones
 
-    infos = list(registry().values())
+    infos = list(all_backbones().values())
     if args.json:
         print(json.dumps([i.to_json() for i in infos], indent=1))
         return
@@ -166,28 +134,47 @@ def cmd_inspect(args) -> None:
     print(json.dumps(ds.report(), indent=1) if args.json else ds.summary())
 
 
-TRAIN_FLAGS = ("backbones", "fusion", "freeze", "epochs", "batch_size", "lr", "optimizer", "weight_decay",
-               "label_smoothing", "patience", "augment", "image_size", "val_split", "seed", "device", "pretrained", "init",
-               "export", "budget", "class_weights", "folds")
+def run_config(args, config_file: str | Path | None = None) -> RunConfig:
+    """The run's settings from a `train` line: the config file's, the flags given over them, and an
+    earlier model's network (`--init`) over both, as on the page (`config.started_from`)."""
+    settings = RunConfig.load(config_file).to_dict() if config_file else {}
+    settings.update({f.name: getattr(args, f.name) for f in cli_settings() if getattr(args, f.name, None) is not None})
+    if args.init:
+        from .bundle import init_settings
+
+        settings = started_from(settings, args.init, init_settings(args.init))
+    return RunConfig.from_dict(settings)
+
+
+def flags_of(config: RunConfig, always: tuple[str, ...] = ()) -> list[str]:
+    """The `train` flags that give `config` back through `run_config`: one for each setting that
+    differs from the default, or is named in `always`. Settings without a flag are left out."""
+    default, out = RunConfig(), []
+    for setting in cli_settings():
+        value, flag, action = getattr(config, setting.name), flag_of(setting), setting.metadata["cli"].get("action")
+        if (value == getattr(default, setting.name) and setting.name not in always) or value is None:
+            continue
+        if action == "append":
+            out += [f"{flag} {shlex.quote(str(v))}" for v in value]
+        elif action == "store_false":
+            out += [] if value else [flag]
+        elif action is argparse.BooleanOptionalAction:
+            out.append(flag if value else f"--no-{flag[2:]}")
+        else:
+            out.append(f"{flag} {shlex.quote(str(value))}")
+    return out
 
 
 def cmd_train(args) -> None:
     from . import distributed
     from .backbones import get_info
-    from .config import RunConfig
     from .events import print_progress
     from .train import train
 
     main_rank = distributed.is_main()  # in a torchrun world only rank 0 prints
 
     config_file = args.config or (Path(args.out, "config.json") if args.resume and Path(args.out, "config.json").exists() else None)
-    base = RunConfig.load(config_file).to_dict() if config_file else {}
-    if args.init and not config_file:  # the earlier bundle's network, unless flags say otherwise
-        from .bundle import init_settings
-
-        base = init_settings(args.init)
-    base.update({k: getattr(args, k) for k in TRAIN_FLAGS if getattr(args, k) is not None})
-    config = RunConfig.from_dict(base)
+    config = run_config(args, config_file)
     if args.gpus and distributed.world() == 1:  # start the processes; each runs this command without --gpus
         distributed.check_gpus(args.gpus, config.device)
         raise SystemExit(distributed.launch(args.gpus, _without_gpus(args.argv)))
@@ -215,16 +202,9 @@ def cmd_train(args) -> None:
 
 def cmd_audit(args) -> None:
     from .audit import DEFAULT_FOLDS, audit, format_issues
-    from .config import RunConfig
     from .events import print_progress
 
-    base = RunConfig.load(args.config).to_dict() if args.config else {}
-    if args.init and not args.config:
-        from .bundle import init_settings
-
-        base = init_settings(args.init)
-    base.update({k: getattr(args, k) for k in TRAIN_FLAGS if getattr(args, k) is not None})
-    config = RunConfig.from_dict(base)
+    config = run_config(args, args.config)
     ds = _read(args)
     print(ds.summary(), file=sys.stderr, flush=True)
     issues = audit(config, ds, getattr(args, "folds", None) or DEFAULT_FOLDS,
@@ -246,11 +226,9 @@ def _without_gpus(argv: list[str]) -> list[str]:
 
 def cmd_lr_find(args) -> None:
     from .backbones import get_info
-    from .config import RunConfig
     from .lr_find import lr_find
 
-    args.out = args.export = args.budget = args.folds = None
-    config = RunConfig.from_dict({k: getattr(args, k) for k in TRAIN_FLAGS if getattr(args, k, None) is not None})
+    config = run_config(args)
     for name in config.backbones:
         get_info(name)
     ds = _read(args)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import Field, asdict, dataclass, field, fields
 from pathlib import Path
 
 from .errors import TlguiError
@@ -12,6 +13,7 @@ OPTIMIZERS = ("adamw", "sgd")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 EXPORTS = ("onnx", "onnx-int8", "torchscript")
 CLASS_WEIGHTS = ("auto", "on", "off")
+NOT_SWEPT = ("export", "budget", "folds")  # settings a learning-rate sweep neither takes nor checks
 
 
 def check_exports(formats: list[str]) -> None:
@@ -20,33 +22,73 @@ def check_exports(formats: list[str]) -> None:
             raise TlguiError(f"unknown export format {fmt!r}: use {', '.join(EXPORTS[:-1])} or {EXPORTS[-1]}")
 
 
+def flag(help: str, **argparse_keywords) -> dict:
+    """A field's metadata when `train` offers it as a flag: `--name-with-dashes` unless `flag=` names
+    it, its help, and argparse's keywords (type, choices, action). The CLI's flags, their choices and
+    help, and the page's command line are all made from these."""
+    return {"cli": {"help": help, **argparse_keywords}}
+
+
+class FusionModes:
+    """`--fusion`'s choices: the fusion table, read only when a value is checked or help is shown
+    (the table lives beside torch, which the command line loads only when a command runs)."""
+
+    def __contains__(self, mode) -> bool:
+        from .fusion import MODES
+
+        return mode in MODES
+
+    def __iter__(self):
+        from .fusion import MODES
+
+        return iter(MODES)
+
+
 @dataclass
 class RunConfig:
-    backbones: list[str] = field(default_factory=lambda: ["efficientnet_lite0"])
-    fusion: str = "concat"
-    freeze: str = "all"  # "all", "none", the number of leading stages to freeze, or "auto" (probe, then LP-FT if it fits)
-    pretrained: bool = True  # False: same architecture, random initialisation
-    init: str | None = None  # an earlier model.zip to start from
-    epochs: int = 10
-    batch_size: int = 32
-    lr: float = 1e-3  # the head's; trainable backbone layers get lr * backbone_lr_scale
+    backbones: list[str] = field(default_factory=lambda: ["efficientnet_lite0"], metadata=flag(
+        "a backbone from `python -m tlgui backbones`, or an encoder.zip made by `pretrain`; repeat to fuse several",
+        flag="--backbone", action="append"))
+    fusion: str = field(default="concat", metadata=flag("how the features of several backbones are joined: %(choices)s",
+                                                        choices=FusionModes(), metavar="MODE"))
+    freeze: str = field(default="all", metadata=flag(
+        "all, none, a number of leading stages, or auto (linear probe, then LP-FT if it fits --budget; the better "
+        "on validation stays)"))
+    pretrained: bool = field(default=True, metadata=flag("same architectures, random initialisation",
+                                                         flag="--no-pretrained", action="store_false"))
+    init: str | None = field(default=None, metadata=flag(
+        "an earlier model.zip to start from: its network (backbones, fusion, sizes) wins over the settings beside "
+        "it, and its head is kept where the classes match"))
+    epochs: int = field(default=10, metadata=flag("passes over the training data", type=int))
+    batch_size: int = field(default=32, metadata=flag("examples per training step", type=int))
+    lr: float = field(default=1e-3, metadata=flag(
+        "learning rate of the head; trainable backbone layers get a tenth of it", type=float))
     backbone_lr_scale: float = 0.1
-    optimizer: str = "adamw"
-    weight_decay: float = 1e-4
+    optimizer: str = field(default="adamw", metadata=flag("the optimizer", choices=OPTIMIZERS))
+    weight_decay: float = field(default=1e-4, metadata=flag("weight decay", type=float))
     warmup_epochs: float = 1.0
-    label_smoothing: float = 0.0
-    augment: bool | None = None  # None: on exactly when a backbone layer trains
-    patience: int = 3  # early stopping on validation loss; 0 turns it off
-    image_size: int | None = None  # None: each backbone's native size
-    val_split: float = 0.2
-    seed: int = 0
-    device: str = "auto"
+    label_smoothing: float = field(default=0.0, metadata=flag("label smoothing of the loss (0: off)", type=float))
+    augment: bool | None = field(default=None, metadata=flag(
+        "random flips, crops and colour changes (default: on exactly when a backbone layer trains)",
+        action=argparse.BooleanOptionalAction))
+    patience: int = field(default=3, metadata=flag("early-stopping patience in epochs (0: off)", type=int))
+    image_size: int | None = field(default=None, metadata=flag(
+        "input size in pixels (default: each backbone's own)", type=int))
+    val_split: float = field(default=0.2, metadata=flag(
+        "share held out for validation when the dataset has no validation folder", type=float))
+    seed: int = field(default=0, metadata=flag("the random seed; the same seed repeats a run", type=int))
+    device: str = field(default="auto", metadata=flag("where to train", choices=DEVICES))
     fusion_dim: int = 256
     max_length: int = 128  # text: tokens kept per text
-    export: list[str] = field(default_factory=list)  # extra files in the bundle, from EXPORTS
-    budget: float | None = None  # auto: seconds fine-tuning may take (None: 60 on a CPU, 600 on a GPU)
-    class_weights: str = "auto"  # inverse-frequency loss weights; auto: on at 3:1 imbalance or more
-    folds: int = 0  # k-fold cross-validation of a frozen run's head (0: one validation part)
+    export: list[str] = field(default_factory=list, metadata=flag(
+        "also put the model in the bundle as model.onnx, model.int8.onnx or model.torchscript.pt, checked against "
+        "it on the validation data (repeat for several)", action="append", choices=EXPORTS))
+    budget: float | None = field(default=None, metadata=flag(  # a string on the command line: checked here
+        "seconds --freeze auto may spend fine-tuning (default 60 on a CPU, 600 on a GPU)"))
+    class_weights: str = field(default="auto", metadata=flag(
+        "inverse-frequency loss weights (auto: on when the largest class has 3x the smallest)", choices=CLASS_WEIGHTS))
+    folds: int = field(default=0, metadata=flag(
+        "k-fold cross-validation of a frozen head; the final head sees all data", type=int))
     lp_ft: bool = True  # fine-tuning starts from a converged linear probe, with per-stage rates
 
     def __post_init__(self) -> None:
@@ -128,3 +170,20 @@ class RunConfig:
         if not isinstance(data, dict):
             raise TlguiError(f"{path} is not a run config: use a run's config.json")
         return cls.from_dict(data.get("config", data))
+
+
+def cli_settings() -> list[Field]:
+    """The settings `train` offers as flags, in the config's order."""
+    return [f for f in fields(RunConfig) if "cli" in f.metadata]
+
+
+def flag_of(setting: Field) -> str:
+    return setting.metadata["cli"].get("flag", "--" + setting.name.replace("_", "-"))
+
+
+def started_from(settings: dict, init: str, network: dict) -> dict:
+    """`settings` for a run that starts from the earlier model `init`, whose network is `network`
+    (`bundle.init_settings`). The earlier model's network wins over every setting beside it (a flag,
+    a config file, the page's fields): its weights fit that network only. The command line and the
+    page both start a run from an earlier model through here."""
+    return {**settings, **network, "init": init}

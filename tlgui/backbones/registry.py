@@ -25,7 +25,7 @@ def _of(family: Family, info: BackboneInfo) -> BackboneInfo:
     return info
 
 
-def registry() -> dict[str, BackboneInfo]:
+def all_backbones() -> dict[str, BackboneInfo]:
     """Every listed backbone by name: those usable offline first, then the rest of torchvision's zoo."""
     order = list(FAMILIES)
     infos = [_of(f, i) for f in FAMILIES.values() for i in f.infos()]
@@ -38,7 +38,7 @@ def get_info(name: str) -> BackboneInfo:
         info = family.lookup(name)
         if info is not None:
             return _of(family, info)
-    infos = registry()
+    infos = all_backbones()
     if name not in infos:
         close = [n for n in infos if name.lower() in n][:3]
         hint = f" (did you mean {', '.join(close)}?)" if close else ""

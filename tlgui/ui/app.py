@@ -16,6 +16,7 @@ from . import (audit_step, augment_step, builder_step, data_step, model_step, pl
 from .context import AppContext
 from .guard import guarded
 from .multigpu import all_gpus_work
+from .run_settings import inputs_of, make_config, start_model, takes_settings
 from .sessions import browser_secret
 from .settings import AppSettings
 from .text import t
@@ -56,24 +57,18 @@ def wire_training(page, ctx: AppContext) -> None:
     limit = ctx.settings.max_jobs
 
     @guarded(page.status, reset={page.started_state: None})
-    def start(state: dict | None, backbones: list[str], fusion: str, freeze: str, epochs: float, lr: float,
-              batch_size: float, image_size: str, val_split: float, augment: str, patience: float, seed: float,
-              start_from: str = "pretrained", init_run: str | None = None, init_upload: str | None = None,
-              export: list[str] | None = None, budget: float | None = None, class_weights: str = "auto",
-              folds: float = 0, all_gpus: bool = False, owner_key: str | None = None,
-              request: gr.Request = None) -> dict:
-        """Queue a run with the page's settings; the page then follows it through the timer.
+    @takes_settings(page.settings)
+    def start(state: dict | None, all_gpus: bool = False, owner_key: str | None = None, request: gr.Request = None,
+              **values) -> dict:
+        """Queue a run with the page's settings (`values`, by name); the page then follows it through the timer.
 
         Returns the new run as `started_state` too, which stays None when the run could not start."""
         if not state:
             raise TlguiError(t("no_dataset"))
         builder_step.check_ready(state)
         owner = ctx.owner(request, owner_key)
-        backbones = pretrain_step.encoder_paths(ctx, backbones, state["task"], request, owner_key)
-        config = model_step.make_config(backbones, fusion, freeze, epochs, lr, batch_size, image_size, val_split,
-                                        augment, patience, seed, start_from, export=export, budget=budget,
-                                        class_weights=class_weights, folds=folds)
-        config = model_step.start_model(ctx, owner, config, start_from, init_run, init_upload)
+        backbones = pretrain_step.encoder_paths(ctx, values["backbones"], state["task"], request, owner_key)
+        config = start_model(ctx, owner, make_config({**values, "backbones": backbones}), values)
         ctx.jobs.policy.check_run(config.backbones, config.epochs)  # public mode's limits, before anything queues
         for name in config.backbones:
             task = get_info(name).task
@@ -94,9 +89,8 @@ def wire_training(page, ctx: AppContext) -> None:
             return {page.done_state: gr.skip()}
         return run_view(page, ctx, started, request, owner_key)
 
-    page.train_btn.click(start, [page.dataset_state, *page.settings, page.all_gpus, page.owner],
-                         [page.run_state, page.started_state, page.status],
-                         api_name="train").then(follow, [page.started_state, page.owner], run_outputs(page), api_visibility="private",
+    page.train_btn.click(start, [page.dataset_state], [page.run_state, page.started_state, page.status],
+                         inputs_kwargs=inputs_of(page, all_gpus=page.all_gpus), api_name="train").then(follow, [page.started_state, page.owner], run_outputs(page), api_visibility="private",
                                                 show_progress="hidden")
 
     @guarded(page.status, reset={page.started_state: None})
@@ -196,7 +190,7 @@ def wire_session(page, ctx: AppContext, demo: gr.Blocks) -> None:
 
     page.loaded = demo.load(on_load, [page.owner], [page.owner, page.run_state, *run_outputs(page), page.runs_msg],
                             api_visibility="private", show_progress="hidden")
-    page.loaded.then(page.refresh_waiting, [page.dataset_state, *page.settings], page.refresh_outputs,
+    page.loaded.then(page.refresh_waiting, [page.dataset_state], page.refresh_outputs, inputs_kwargs=inputs_of(page),
                      api_visibility="private", show_progress="hidden")
 
     def on_unload(request: gr.Request) -> None:

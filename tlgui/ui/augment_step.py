@@ -5,7 +5,7 @@ from __future__ import annotations
 import gradio as gr
 
 from ..augment_preview import augmented_pictures
-from ..backbones import registry
+from ..backbones import all_backbones
 from ..errors import TlguiError
 from .context import AppContext
 from .guard import guarded
@@ -26,7 +26,7 @@ def preview_size(backbones: list[str] | None, image_size: str | None) -> int:
     """The size pictures are decoded at for these settings: the chosen one, else the backbones' own."""
     if image_size not in (None, "", "native"):
         return int(image_size)
-    infos = registry()
+    infos = all_backbones()
     sizes = [infos[b].input_size for b in backbones or [] if b in infos and infos[b].task == "image"]
     return max(sizes) if sizes else DEFAULT_SIZE
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import gradio as gr
 
+from ..config import NOT_SWEPT
 from ..errors import TlguiError
-from . import plots
+from . import plots, pretrain_step
 from .guard import guarded
+from .run_settings import inputs_of, make_config, takes_settings
 from .text import t
 
 
@@ -19,19 +21,17 @@ def build(page) -> None:
 
 
 def wire(page, ctx) -> None:
-    from . import model_step, pretrain_step
-
     @guarded(page.lr_find_msg)
-    def find(state: dict | None, backbones, fusion, freeze, epochs, lr, batch_size, image_size, val_split, augment,
-             patience, seed, start_from="pretrained", init_run=None, init_upload=None, export=None, budget=None,
-             class_weights="auto", folds=0, owner_key: str | None = None, request: gr.Request = None) -> dict:
+    @takes_settings(page.settings)
+    def find(state: dict | None, owner_key: str | None = None, request: gr.Request = None, **values) -> dict:
         from ..lr_find import lr_find
 
         if not state:
             raise TlguiError(t("no_dataset"))
-        backbones = pretrain_step.encoder_paths(ctx, backbones, state["task"], request, owner_key)
-        config = model_step.make_config(backbones, fusion, freeze, epochs, lr, batch_size, image_size, val_split,
-                                        augment, patience, seed, start_from, class_weights=class_weights)
+        backbones = pretrain_step.encoder_paths(ctx, values["backbones"], state["task"], request, owner_key)
+        # the sweep starts where Train would, less what a sweep has no use for (as `lr-find` on the command line)
+        swept = {name: value for name, value in values.items() if name not in NOT_SWEPT}
+        config = make_config({**swept, "backbones": backbones})
         ctx.jobs.policy.check_run(config.backbones, config.epochs)  # a public server's limits hold here too
         found = lr_find(config, ctx.store.get(state["path"]), steps=40)
         message = t("lr_find_done", lr=f"{found['suggested']:.2g}") + (t("lr_find_frozen") if found["frozen"] else "")
@@ -39,5 +39,5 @@ def wire(page, ctx) -> None:
                 page.lr_find_plot: gr.Plot(plots.lr_sweep(found["lrs"], found["losses"], found["suggested"]),
                                            visible=True)}
 
-    page.lr_find_btn.click(find, [page.dataset_state, *page.settings, page.owner], [page.lr, page.lr_find_msg, page.lr_find_plot],
-                           api_name="lr_find")
+    page.lr_find_btn.click(find, [page.dataset_state], [page.lr, page.lr_find_msg, page.lr_find_plot],
+                           inputs_kwargs=inputs_of(page), api_name="lr_find")

@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import shlex
-from pathlib import Path
-
 import gradio as gr
 import pandas as pd
 
-from ..backbones import BackboneInfo, registry
-from ..bundle import ARCHITECTURE, init_settings
+from ..backbones import BackboneInfo, all_backbones
 from ..config import CLASS_WEIGHTS, EXPORTS, RunConfig
 from ..errors import TlguiError
 from ..fusion import MODES as FUSION_MODES
-from . import augment_step, lr_find_step, pretrain_step, recipes, runs, runs_step
+from . import augment_step, lr_find_step, pretrain_step, recipes, runs_step
 from .context import AppContext
 from .estimate import training_seconds
 from .guard import guarded
+from .run_settings import START, cli_command, inputs_of, make_config, page_values, start_model
 from .text import duration, t
 
 DEFAULTS = {"image": "efficientnet_lite0", "text": "minilm_l6"}  # pretrained, offline, frozen features
@@ -27,7 +24,7 @@ STARTS = ("pretrained", "scratch", "run", "upload")  # the kinds of parameter an
 
 
 def backbones_for(task: str | None) -> list[BackboneInfo]:
-    return [i for i in registry().values() if task is None or i.task == task]
+    return [i for i in all_backbones().values() if task is None or i.task == task]
 
 
 def default_backbones(task: str) -> list[str]:
@@ -41,7 +38,7 @@ def default_backbones(task: str) -> list[str]:
 
 def freeze_choices(chosen: list[str]) -> list[tuple[str, str]]:
     """`all`, `none`, `auto`, then 1..n where n is the fewest stages among the chosen backbones."""
-    infos = registry()
+    infos = all_backbones()
     stages = [infos[n].stages for n in chosen if n in infos]
     return [("all", "all"), ("none", "none"), (t("freeze_auto_choice"), "auto")] + [
         (str(k), str(k)) for k in range(1, (min(stages) if stages else 0) + 1)]
@@ -58,66 +55,6 @@ def fusion_help(fusion: str, chosen: list[str]) -> str:
     return t(f"fusion_{fusion}") if len(chosen) > 1 else t("fusion_single")
 
 
-def make_config(backbones, fusion, freeze, epochs, lr, batch_size, image_size, val_split, augment, patience,
-                seed, start_from="pretrained", init_run=None, init_upload=None, export=(), budget=None,
-                class_weights="auto", folds=0) -> RunConfig:
-    """The page's settings as the engine's RunConfig (which checks them and says what is wrong).
-    The earlier model a run may start from is the caller's business (`start_model`)."""
-    if not backbones:
-        raise TlguiError(t("pick_backbone"))
-    try:
-        return RunConfig(
-            backbones=list(backbones), fusion=fusion or "concat", freeze=str(freeze or "all"),
-            epochs=int(epochs), lr=float(lr), batch_size=int(batch_size),
-            image_size=None if image_size in (None, "", "native") else int(image_size),
-            val_split=float(val_split), augment={"on": True, "off": False}.get(augment),
-            patience=int(patience), seed=int(seed), pretrained=start_from != "scratch", export=list(export or []),
-            budget=budget or None, class_weights=class_weights or "auto",  # an empty field: the default
-            folds=int(folds or 0))
-    except (TypeError, ValueError):
-        raise TlguiError("a setting is empty or not a number: check the advanced settings") from None
-
-
-def start_model(ctx: AppContext, owner: str, config: RunConfig, start_from: str, init_run: str | None,
-                init_upload: str | None) -> RunConfig:
-    """Point `config` at the earlier model it starts from (one of the owner's runs, or an uploaded
-    model.zip) and take that model's network; the page's training settings stay."""
-    if start_from not in ("run", "upload"):
-        return config
-    if start_from == "run":
-        folder = runs.folder_of(ctx.settings.runs_root, init_run, owner) if init_run else None
-        if folder is None or not (folder / "model.zip").exists():
-            raise TlguiError(t("init_pick_run"))
-        bundle = folder / "model.zip"
-    else:
-        if not init_upload:
-            raise TlguiError(t("init_pick_upload"))
-        bundle = Path(init_upload)
-    network = init_settings(bundle)  # refuses anything but a tlgui bundle, never unpickles
-    names = []
-    for name in network.get("backbones", []):
-        if str(name).startswith("encoder:"):  # bundles name an own encoder by its run's id
-            folder = runs.folder_of(ctx.settings.runs_root, name[len("encoder:"):], owner)
-            name = str(folder / "encoder.zip") if folder else name
-        if name not in registry() and not _owned_encoder(ctx, owner, name):
-            raise TlguiError(t("init_foreign_encoder", name=Path(name).name))
-        names.append(name)
-    if names:
-        network["backbones"] = names
-    return RunConfig.from_dict({**config.to_dict(), **{k: network[k] for k in ARCHITECTURE if k in network},
-                                "init": str(bundle), "pretrained": True})
-
-
-def _owned_encoder(ctx: AppContext, owner: str, path: str) -> bool:
-    """An own encoder named by an earlier model must be a file in one of the owner's runs."""
-    p = Path(path)
-    try:
-        inside = p.resolve().parent.parent == ctx.settings.runs_root.resolve()
-    except OSError:
-        return False
-    return inside and p.name == "encoder.zip" and runs.folder_of(ctx.settings.runs_root, p.parent.name, owner) is not None
-
-
 def _size_choice(size: int | None, chosen: list[str]):
     if not size:
         return "native"
@@ -126,42 +63,15 @@ def _size_choice(size: int | None, chosen: list[str]):
     return gr.Dropdown(choices=_image_size_choices(chosen) + [(f"{size} px", str(size))], value=str(size))
 
 
-def settings_of(page, config: RunConfig, task: str) -> dict:
-    """The page's settings set to a recipe's."""
-    names = [i.name for i in backbones_for(task)]
-    chosen = [b for b in config.backbones if b in names]
+def settings_of(page, config: RunConfig, task: str, names) -> dict:
+    """The page's settings `names` set to a recipe's."""
+    offered = [i.name for i in backbones_for(task)]
+    chosen = [b for b in config.backbones if b in offered]
     if not chosen:
         raise TlguiError(t("recipe_wrong_task", backbones=", ".join(config.backbones), data=t(f"kind_{task}")))
-    return {page.backbones: gr.Dropdown(value=chosen), page.fusion: config.fusion, page.freeze: str(config.freeze),
-            page.epochs: config.epochs, page.lr: config.lr, page.batch_size: config.batch_size,
-            page.image_size: _size_choice(config.image_size, chosen), page.val_split: config.val_split,
-            page.augment: {True: "on", False: "off"}.get(config.augment, "auto"), page.patience: config.patience,
-            page.seed: config.seed, page.start_from: "pretrained" if config.pretrained else "scratch",
-            page.export: list(config.export), page.budget: config.budget, page.class_weights: config.class_weights,
-            page.folds: config.folds}
-
-
-def cli_command(state: dict | None, config: RunConfig) -> str:
-    """The `python -m tlgui train` line that repeats these settings."""
-    data = shlex.quote(state["cli_path"]) if state else "DATASET.zip"
-    parts = [f"python -m tlgui train {data} --out runs/my-run"]
-    parts += [f"--backbone {'encoder.zip' if pretrain_step.is_encoder(b) else b}" for b in config.backbones]
-    default = RunConfig()
-    if len(config.backbones) > 1:
-        parts.append(f"--fusion {config.fusion}")
-    for flag, attr in (("--freeze", "freeze"), ("--epochs", "epochs"), ("--lr", "lr"), ("--batch-size", "batch_size"),
-                       ("--image-size", "image_size"), ("--val-split", "val_split"), ("--patience", "patience"),
-                       ("--seed", "seed"), ("--budget", "budget"), ("--class-weights", "class_weights"),
-                       ("--folds", "folds")):
-        value = getattr(config, attr)
-        if value != getattr(default, attr) or attr == "epochs":
-            parts.append(f"{flag} {value}")
-    if config.augment is not None:
-        parts.append("--augment" if config.augment else "--no-augment")
-    if not config.pretrained:
-        parts.append("--no-pretrained")
-    parts += [f"--export {f}" for f in config.export]
-    return " \\\n    ".join(parts)
+    values = {**page_values(config, names), "backbones": gr.Dropdown(value=chosen),
+              "image_size": _size_choice(config.image_size, chosen)}
+    return {page.settings[name]: value for name, value in values.items()}
 
 
 def _estimate(ctx: AppContext, infos: list[BackboneInfo], state: dict, config: RunConfig, wait: float) -> float | None:
@@ -266,15 +176,17 @@ def build(page, ctx: AppContext) -> None:
                                           elem_id="recipe-name", scale=3)
             page.recipe_save = gr.Button(t("recipe_save"), elem_id="recipe-save-btn", scale=1)
         page.recipe_msg = gr.Markdown("", elem_id="recipe-message")
-    page.cli = gr.Code(cli_command(state, make_config(chosen, "concat", "auto", 10, 1e-3, 32, "native", 0.2, "auto", 3, 0)),
-                       language="shell", interactive=False, label=t("cli_label"), elem_id="cli-command")
-    page.settings = [page.backbones, page.fusion, page.freeze, page.epochs, page.lr, page.batch_size, page.image_size,
-                     page.val_split, page.augment, page.patience, page.seed, page.start_from, page.init_run,
-                     page.init_upload, page.export, page.budget, page.class_weights, page.folds]
+    # each setting's component under its RunConfig field's name, in the API's order (programs may call by position)
+    page.settings = {name: getattr(page, name) for name in (
+        "backbones", "fusion", "freeze", "epochs", "lr", "batch_size", "image_size", "val_split", "augment",
+        "patience", "seed", *START, "export", "budget", "class_weights", "folds")}
+    initial = make_config({name: component.value for name, component in page.settings.items()})
+    page.cli = gr.Code(cli_command(state, initial), language="shell", interactive=False, label=t("cli_label"),
+                       elem_id="cli-command")
 
 
 def _image_size_choices(chosen: list[str]) -> list[tuple[str, str]]:
-    infos = registry()
+    infos = all_backbones()
     sizes = [infos[n].input_size for n in chosen if n in infos and infos[n].task == "image"]
     native = t("image_size_native", size=max(sizes)) if sizes else t("image_size_native_plain")
     return [(native, "native")] + [(f"{s} px", s) for s in IMAGE_SIZES[1:]]
@@ -292,26 +204,29 @@ def wire(page, ctx: AppContext) -> callable:
         keep = [n for n in (chosen or []) if n in names] or default_backbones(task)
         return {page.backbones: gr.Dropdown(choices=choices, value=keep)}
 
-    def refresh(state: dict | None, backbones, fusion, freeze, *rest, wait: float = 0.0) -> dict:
-        chosen = [b for b in (backbones or []) if b in registry() or pretrain_step.is_encoder(b)]
+    def refresh(state: dict | None, owner_key: str | None = None, request: gr.Request = None, *, wait: float = 0.0,
+                **values) -> dict:
+        chosen = [b for b in (values["backbones"] or []) if b in all_backbones() or pretrain_step.is_encoder(b)]
         choices = freeze_choices(chosen)
         # set the value only when it no longer fits: a refresh still under way must not undo a newer choice
-        keep = freeze in [value for _, value in choices]
-        freeze = freeze if keep else "auto"
+        keep = values["freeze"] in [value for _, value in choices]
+        freeze = values["freeze"] if keep else "auto"
         out = {page.freeze: gr.Dropdown(choices=choices) if keep else gr.Dropdown(choices=choices, value=freeze),
                page.fusion: gr.Dropdown(interactive=len(chosen) > 1),
-               page.fusion_help: fusion_help(fusion or "concat", chosen),
+               page.fusion_help: fusion_help(values["fusion"] or "concat", chosen),
                page.freeze_help: freeze_help(freeze, chosen),
                page.image_size: gr.Dropdown(choices=_image_size_choices(chosen))}
         task = state["task"] if state else "image"
         try:
             if not backbones_for(task):
                 raise TlguiError(t("no_backbones", task=task))
-            config = make_config(chosen, fusion, freeze, *rest)
-        except TlguiError as e:
-            out.update({page.estimate: f"**Warning:** {e}", page.table: backbone_table(ctx, state, None, chosen)})
+            config = make_config({**values, "backbones": chosen, "freeze": freeze})
+            config = start_model(ctx, ctx.owner(request, owner_key), config, values)  # what Train would run
+        except TlguiError as e:  # the command line would be another run's: the warning stands in its place
+            out.update({page.estimate: t("settings_warning", reason=e), page.cli: t("cli_warning", reason=e),
+                        page.table: backbone_table(ctx, state, None, chosen)})
             return out
-        known = [registry()[n] for n in chosen if n in registry()]  # an own encoder is small: left out
+        known = [all_backbones()[n] for n in config.backbones if n in all_backbones()]  # an own encoder is small: left out
         seconds = _estimate(ctx, known, state, config, wait) if state else None
         estimate = t("estimate", time=duration(seconds), device=ctx.probe.device) if seconds is not None else (
             t("estimate_pending") if ctx.probe.measuring(task) else "")
@@ -323,11 +238,11 @@ def wire(page, ctx: AppContext) -> callable:
 
     outputs = [page.freeze, page.fusion, page.fusion_help, page.freeze_help, page.image_size, page.table, page.estimate,
                page.cli]
-    gr.on([c.change for c in page.settings], refresh, [page.dataset_state, *page.settings], outputs,
-          api_visibility="private", show_progress="hidden", trigger_mode="always_last")
+    gr.on([c.change for c in page.settings.values()], refresh, [page.dataset_state], outputs,
+          inputs_kwargs=inputs_of(page), api_visibility="private", show_progress="hidden", trigger_mode="always_last")
 
-    def refresh_waiting(state, *settings):  # after a page load the speed probe may still be running
-        return refresh(state, *settings, wait=10.0)
+    def refresh_waiting(state, owner_key: str | None = None, request: gr.Request = None, **values):
+        return refresh(state, owner_key, request, wait=10.0, **values)  # after a page load the speed probe may still run
 
     page.refresh_waiting, page.refresh_outputs = refresh_waiting, outputs
 
@@ -339,22 +254,18 @@ def wire(page, ctx: AppContext) -> callable:
     page.start_from.change(show_start, [page.start_from], [page.init_run, page.init_upload, page.start_help],
                            api_visibility="private", show_progress="hidden")
 
+    # a recipe holds every setting but the earlier model a run starts from
+    recipe_settings = {name: c for name, c in page.settings.items() if name not in ("init_run", "init_upload")}
+
     @guarded(page.recipe_msg)
-    def save_recipe(name: str, backbones, fusion, freeze, epochs, lr, batch_size, image_size, val_split, augment,
-                    patience, seed, start_from, export, budget, class_weights, folds, owner_key: str | None = None,
-                    request: gr.Request = None) -> dict:
-        config = make_config(backbones, fusion, freeze, epochs, lr, batch_size, image_size, val_split, augment,
-                             patience, seed, start_from, export=export, budget=budget, class_weights=class_weights,
-                             folds=folds)
+    def save_recipe(name: str, owner_key: str | None = None, request: gr.Request = None, **values) -> dict:
         owner = ctx.owner(request, owner_key)
-        key = recipes.save(ctx.settings.runs_root, owner, name, config)
+        key = recipes.save(ctx.settings.runs_root, owner, name, make_config(values))
         return {page.recipe_msg: t("recipe_saved", name=name.strip()),
                 page.recipe_pick: gr.Dropdown(choices=runs_step.recipe_choices(ctx, owner), value=f"recipe:{key}")}
 
-    # a recipe holds every setting but the earlier model a run starts from
-    recipe_settings = [c for c in page.settings if c not in (page.init_run, page.init_upload)]
-    page.recipe_save.click(save_recipe, [page.recipe_name, *recipe_settings, page.owner],
-                           [page.recipe_msg, page.recipe_pick], api_visibility="private")
+    page.recipe_save.click(save_recipe, [page.recipe_name], [page.recipe_msg, page.recipe_pick],
+                           inputs_kwargs=inputs_of(page, recipe_settings), api_visibility="private")
 
     @guarded(page.recipe_msg)
     def apply_recipe(choice: str | None, state: dict | None, owner_key: str | None = None, request: gr.Request = None) -> dict:
@@ -365,17 +276,17 @@ def wire(page, ctx: AppContext) -> callable:
             config = RunConfig.load(ctx.run_folder(key, request, owner_key) / "config.json")
         else:
             config = recipes.load(ctx.settings.runs_root, ctx.owner(request, owner_key), key)
-        out = settings_of(page, config, state["task"] if state else "image")
+        out = settings_of(page, config, state["task"] if state else "image", recipe_settings)
         return {**out, page.recipe_msg: t("recipe_applied")}
 
     page.recipe_apply.click(apply_recipe, [page.recipe_pick, page.dataset_state, page.owner],
-                            [page.recipe_msg, *recipe_settings], api_visibility="private")
+                            [page.recipe_msg, *recipe_settings.values()], api_visibility="private")
 
     def then_refresh(event):
         return (event.then(for_dataset, [page.dataset_state, page.backbones, page.owner], [page.backbones], api_visibility="private",
                            show_progress="hidden")
-                .then(refresh_waiting, [page.dataset_state, *page.settings], outputs, api_visibility="private",
-                      show_progress="hidden"))
+                .then(refresh_waiting, [page.dataset_state], outputs, inputs_kwargs=inputs_of(page),
+                      api_visibility="private", show_progress="hidden"))
 
     lr_find_step.wire(page, ctx)
     return then_refresh

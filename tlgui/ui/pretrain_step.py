@@ -12,7 +12,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from ..backbones import registry
+from ..backbones import all_backbones
 from ..datasets import Dataset
 from ..backbones.encoder import METHODS
 from ..errors import TlguiError
@@ -52,7 +52,7 @@ def encoder_choices(ctx: AppContext, owner: str) -> list[tuple[str, str]]:
 def backbone_choices(ctx: AppContext, owner: str, task: str) -> list[tuple[str, str]]:
     """What the backbones list offers for `task`: (for pictures) the owner's encoders first, where
     they are easy to find, then the registry's."""
-    names = [(name, name) for name, info in registry().items()
+    names = [(name, name) for name, info in all_backbones().items()
              if info.task == task and ctx.jobs.policy.allows_backbone(name, info.params)]  # public mode: sized for it
     return (encoder_choices(ctx, owner) if task == "image" else []) + names
 

@@ -138,6 +138,8 @@ TEXT: dict[str, str] = {
     "patience_label": "Early stopping: epochs without improvement before stopping (0: off)",
     "seed_label": "Seed (same seed, same split and result)",
     "cli_label": "The same run from the command line",
+    "cli_warning": "# Warning: {reason}\n# (the command appears here once the settings can run)",
+    "settings_warning": "**Warning:** {reason}",
     "no_backbones": "no {task} backbone is installed: see `python -m tlgui backbones`",
     "pick_backbone": "pick at least one backbone",
     "wrong_task": "{name} works on {kind}, but the dataset holds {data}: choose a backbone for {data}",
