@@ -122,3 +122,11 @@ def test_bad_inputs_exit_2_with_one_line(data, tmp_path):
     for expected, args in cases.items():
         assert expected in _one_line_error(tlgui(*args, check=False))
     assert not any((tmp_path / f"r{i}" / "model.zip").exists() for i in range(1, 7))
+
+
+def test_text_backbone_on_pictures_exits_2_with_one_line(data, tmp_path):
+    """The engine checks that each backbone reads what the dataset holds: the page's sentence, on the CLI too."""
+    p = tlgui("train", data[0], "--backbone", "minilm_l6", "--image-size", "32", "--out", tmp_path / "run", check=False)
+    assert _one_line_error(p) == ("error: minilm_l6 works on texts, but the dataset holds images: "
+                                  "choose a backbone for images")
+    assert not (tmp_path / "run" / "model.zip").exists()

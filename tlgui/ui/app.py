@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import gradio as gr
 
-from ..backbones import get_info
+from ..inputs import check_backbone_kinds
 from ..errors import TlguiError
 from ..public import is_public
 from . import (audit_step, augment_step, builder_step, data_step, model_step, plots, pretrain_step, results_step,
@@ -75,10 +75,7 @@ def wire_training(page, ctx: AppContext) -> None:
                                         class_weights=class_weights, folds=folds)
         config = model_step.start_model(ctx, owner, config, start_from, init_run, init_upload)
         ctx.jobs.policy.check_run(config.backbones, config.epochs)  # public mode's limits, before anything queues
-        for name in config.backbones:
-            task = get_info(name).task
-            if task != state["task"]:
-                raise TlguiError(t("wrong_task", name=name, kind=t(f"kind_{task}"), data=t(f"kind_{state['task']}")))
+        check_backbone_kinds(config.backbones, state["task"])  # the engine's check, before anything queues
         dataset = ctx.store.get(state["path"])
         number = 1 + max((m.get("number", 0) for m in runs.list_runs(ctx.settings.runs_root, owner)), default=0)
         shown = [pretrain_step.shown_name(b) for b in config.backbones]  # an own encoder by name, not path

@@ -28,7 +28,6 @@ from .guard import hide_paths
 from .text import duration, t
 
 log = logging.getLogger("tlgui.ui")
-MAX_MISTAKE_PICTURES = 24
 
 
 @dataclass
@@ -56,12 +55,10 @@ class Progress:
 
 
 def train_work(job: Job) -> str:
-    """A classifier run: the engine's trainer, then pictures of its mistakes. Returns how it ended."""
+    """A classifier run: the engine's trainer (which draws its mistakes too). Returns how it ended."""
     from ..train import Trainer
 
     result = Trainer(job.config, job.dataset, job.folder, [job.listen], job.stop, job.resume).run()
-    if result.bundle is not None:
-        save_mistake_pictures(job.folder, job.dataset)
     job.has_model = result.bundle is not None
     return result.status
 
@@ -260,19 +257,3 @@ def progress_from_disk(run_id: str, folder: Path) -> Progress:
                     elapsed=res.get("elapsed"),
                     resumable_from=(saved or 0) if state == "interrupted" else saved if state == "stopped" else None)
 
-
-def save_mistake_pictures(folder: Path, dataset: Dataset) -> None:
-    """Small copies of misclassified validation pictures, so the results page can show them
-    later without the dataset (an upload may be gone after a restart)."""
-    if dataset.task != "image":
-        return
-    res = runs.results(folder) or {}
-    out = folder / runs.MISTAKES
-    out.mkdir(exist_ok=True)
-    for k, m in enumerate(res.get("mistakes", [])[:MAX_MISTAKE_PICTURES]):
-        try:
-            img = dataset.load_image(int(m["index"]), draft=128)
-            img.thumbnail((128, 128))
-            img.save(out / f"{k}.png")
-        except Exception:  # a picture that decoded for training will decode here; if not, skip it
-            log.warning("could not save mistake picture %s of %s", k, folder.name)

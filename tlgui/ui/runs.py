@@ -15,10 +15,9 @@ import shutil
 import time
 from pathlib import Path
 
-from ..runs import atomic_write
+from ..runs import MISTAKES, atomic_write  # noqa: F401 - the page reads the engine's mistake pictures
 
 META = "run.json"
-MISTAKES = "mistakes"
 TERMINAL = ("finished", "stopped", "failed", "interrupted")  # no thread of this server trains them
 
 
