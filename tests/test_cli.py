@@ -68,6 +68,8 @@ def test_train_prints_epochs_and_done(run):
     assert meta["preprocessing"]["image_size"] == 32
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert {"epoch", "split", "loss", "accuracy"} <= set(rows[0])
+    mistakes = json.loads((out / "results.json").read_text())["mistakes"]  # drawn small by the engine, as the page shows them
+    assert len(list((out / "mistakes").glob("*.png"))) == min(24, len(mistakes))
 
 
 def test_predict_and_evaluate(run, data, tmp_path):

@@ -8,8 +8,8 @@ from types import SimpleNamespace
 
 import gradio as gr
 
-from ..inputs import check_backbone_kinds
 from ..errors import TlguiError
+from ..inputs import check_backbone_kinds
 from ..public import is_public
 from . import (audit_step, augment_step, builder_step, data_step, model_step, plots, pretrain_step, results_step,
                retention, runs, runs_step, train_step, try_step)
