@@ -58,8 +58,11 @@ def save_mistake_pictures(folder: Path, dataset: Dataset, mistakes: list[dict]) 
             img = dataset.load_image(int(m["index"]), draft=PICTURE_PX)
             img.thumbnail((PICTURE_PX, PICTURE_PX))
             img.save(out / f"{k}.png")
+        except OSError:  # a full disk: the rest would fail alike, and the results page shows what there is
+            (out / f"{k}.png").unlink(missing_ok=True)
+            return
         except Exception:  # a picture that decoded for training will decode here; if not, skip it
-            log.warning("could not save mistake picture %s of %s", k, folder.name)
+            log.debug("could not save mistake picture %s of %s", k, folder.name)
 
 
 class FinishPart:

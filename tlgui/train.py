@@ -66,7 +66,6 @@ class Trainer(InputsPart, LoopPart, FinishPart):
         ds.wait_checked()
         if len(ds.classes) < 2:
             raise TlguiError(f"the dataset has only one class ({ds.classes[0]}): a classifier needs at least two")
-        check_backbone_kinds(cfg.backbones, ds.task)
         if cfg.export:  # before training, not after it
             check_task(ds.task, cfg.export)
         if cfg.folds:
@@ -75,6 +74,7 @@ class Trainer(InputsPart, LoopPart, FinishPart):
             from .backbones import get_info
 
             lpft.check_auto([get_info(n) for n in cfg.backbones])
+        check_backbone_kinds(cfg.backbones, ds.task)
         ds.assign_splits(cfg.val_split, cfg.seed)
         train, val = ds.indices("train"), ds.indices("val")
         if len(set(ds.labels[train].tolist())) < 2:
