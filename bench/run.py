@@ -40,7 +40,8 @@ from tlgui.batches import decode_images, image_batch, uses_channels_last  # noqa
 from tlgui.config import RunConfig  # noqa: E402
 from tlgui.datasets import read_dataset  # noqa: E402
 from tlgui.model import build_classifier  # noqa: E402
-from tlgui.train import pick_device, seed_everything, train  # noqa: E402
+from tlgui.device import pick_device, seed_everything  # noqa: E402
+from tlgui.train import train  # noqa: E402
 
 OFFLINE = ("efficientnet_lite0", "efficientnet_lite1", "mobilenet_v2")
 TARGETS = {"epochs": 1.3, "cache": 0.3, "finetune": 1.1}

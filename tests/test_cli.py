@@ -68,6 +68,8 @@ def test_train_prints_epochs_and_done(run):
     assert meta["preprocessing"]["image_size"] == 32
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert {"epoch", "split", "loss", "accuracy"} <= set(rows[0])
+    mistakes = json.loads((out / "results.json").read_text())["mistakes"]  # drawn small by the engine, as the page shows them
+    assert len(list((out / "mistakes").glob("*.png"))) == min(24, len(mistakes))
 
 
 def test_predict_and_evaluate(run, data, tmp_path):
@@ -122,3 +124,11 @@ def test_bad_inputs_exit_2_with_one_line(data, tmp_path):
     for expected, args in cases.items():
         assert expected in _one_line_error(tlgui(*args, check=False))
     assert not any((tmp_path / f"r{i}" / "model.zip").exists() for i in range(1, 7))
+
+
+def test_text_backbone_on_pictures_exits_2_with_one_line(data, tmp_path):
+    """The engine checks that each backbone reads what the dataset holds: the page's sentence, on the CLI too."""
+    p = tlgui("train", data[0], "--backbone", "minilm_l6", "--image-size", "32", "--out", tmp_path / "run", check=False)
+    assert _one_line_error(p) == ("error: minilm_l6 works on texts, but the dataset holds images: "
+                                  "choose a backbone for images")
+    assert not (tmp_path / "run" / "model.zip").exists()

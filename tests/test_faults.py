@@ -67,7 +67,7 @@ def data(tmp_path_factory):
 
 
 def files(out: Path) -> set[str]:
-    return {p.name for p in out.iterdir()} - {"tensorboard"}  # the event files: tests/test_tracking.py
+    return {p.name for p in out.iterdir()} - {"tensorboard", "mistakes"}  # event files (tests/test_tracking.py), pictures
 
 
 def stopper(event: str, what: str | None = None, epoch: int | None = None):

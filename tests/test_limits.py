@@ -223,7 +223,7 @@ def test_public_mode_limits_say_no_in_a_sentence(monkeypatch):
 
 
 def test_a_run_past_the_time_limit_stops_and_keeps_its_best_model(tmp_path, tiny_zip):
-    from tlgui.ui import runs as app_runs
+    from tlgui.ui import run_folders as app_runs
     from tlgui.ui.jobs import JobManager
 
     policy = Policy(True, None, None, None, 15.0, None, None)
@@ -243,7 +243,7 @@ def test_a_run_past_the_time_limit_stops_and_keeps_its_best_model(tmp_path, tiny
 
 def test_old_and_oversized_runs_go_oldest_first_never_a_running_one(tmp_path, monkeypatch):
     from tlgui.ui import retention
-    from tlgui.ui import runs as app_runs
+    from tlgui.ui import run_folders as app_runs
 
     root, owner, now, ids = tmp_path / "runs", "owner-key-0123456789abc", time.time(), {}
     for name, hours, state, size in (("old", 72, "finished", 10), ("busy", 100, "running", 10),
@@ -265,7 +265,7 @@ def test_old_and_oversized_runs_go_oldest_first_never_a_running_one(tmp_path, mo
 
 def test_uploads_no_run_needs_go_after_their_hours(tmp_path, monkeypatch):
     from tlgui.ui import retention
-    from tlgui.ui import runs as app_runs
+    from tlgui.ui import run_folders as app_runs
 
     root, now = tmp_path / "runs", time.time()
     used, spare = root / retention.UPLOADS / "aaa" / "data.zip", root / retention.UPLOADS / "bbb" / "other.zip"

@@ -30,22 +30,14 @@ def frozen_features(config: RunConfig, dataset: Dataset, work_dir: str | Path | 
     `work_dir` receives the trainer's log (a temporary folder when None)."""
     import torch
 
-    from .model import build_classifier
+    from .inputs import build_model
     from .train import Trainer
 
     cfg = RunConfig.from_dict({**config.to_dict(), "freeze": "all", "augment": False, "export": []})
     with tempfile.TemporaryDirectory(prefix="tlgui-audit-") as tmp:
         trainer = Trainer(cfg, dataset, work_dir or tmp, listeners, stop)
-        model = build_classifier(cfg, len(dataset.classes))
-        order = np.arange(len(dataset))
-        for b in model.backbones:  # as the trainer does: a vocabulary from the texts at hand
-            b.fit_text(list(dataset.inputs), cfg.max_length)
-        if cfg.init:
-            from .bundle import init_from_bundle
-
-            init_from_bundle(model, cfg.init, dataset.classes)
-        model.to(trainer.device)
-        feats = trainer._features(model, order)
+        model = build_model(cfg, dataset, trainer.device, list(dataset.inputs))  # a vocabulary from the texts at hand
+        feats = trainer.features(model, np.arange(len(dataset)))
     return torch.cat([f.float() for f in feats], dim=1).numpy()
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
@@ -49,20 +50,45 @@ def uses_channels_last(device: torch.device) -> bool:
     return device.type in ("cpu", "cuda")
 
 
+_threads_lock = threading.Lock()
+_threads_held = {"blocks": 0, "before": 0}  # blocks inside cpu_threads now, and the count the first one found
+
+
 @contextmanager
 def cpu_threads(n: int | None):
     """Run the block with `n` torch CPU threads (None: unchanged). Training a head on stored
     features is a few tiny matrix products per step: threads only add synchronisation, and
     on a busy CPU each barrier can cost tens of milliseconds (measured 70 ms a step with 2
-    threads against 1-3 ms with one)."""
-    before = torch.get_num_threads()
-    if n is not None and n != before:
-        torch.set_num_threads(n)
+    threads against 1-3 ms with one).
+    The count is process-wide and runs train in threads of one server: blocks overlapping in
+    two jobs share the first one's count, and only the last one out restores the count the
+    first found, so that no interleaving leaves the process on one thread."""
+    if n is None:
+        yield
+        return
+    with _threads_lock:
+        if _threads_held["blocks"] == 0:
+            _threads_held["before"] = torch.get_num_threads()
+            if n != _threads_held["before"]:
+                torch.set_num_threads(n)
+        _threads_held["blocks"] += 1
     try:
         yield
     finally:
-        if torch.get_num_threads() != before:
-            torch.set_num_threads(before)
+        with _threads_lock:
+            _threads_held["blocks"] -= 1
+            if _threads_held["blocks"] == 0 and torch.get_num_threads() != _threads_held["before"]:
+                torch.set_num_threads(_threads_held["before"])
+
+
+def to_device(x, device: torch.device, augment: bool = False, generator: torch.Generator | None = None):
+    """A batch as the model takes it on `device`: pictures (uint8) as floats, augmented when
+    training; lists of feature tensors moved; texts as they are (each text backbone tokenises)."""
+    if isinstance(x, torch.Tensor):
+        return image_batch(x, device, augment, generator, channels_last=uses_channels_last(device))
+    if isinstance(x, list) and x and isinstance(x[0], torch.Tensor):
+        return [f.to(device, non_blocking=True) for f in x]
+    return x
 
 
 def image_batch(pixels: torch.Tensor, device: torch.device, augment: bool, generator: torch.Generator | None = None,

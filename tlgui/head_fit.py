@@ -88,7 +88,6 @@ def fit(model, feats: list[torch.Tensor], y: torch.Tensor, c: float, weight=None
         closure.loss = loss.item()
         return total
 
-    steps = 0
     with flush_denormals():
         return _iterate(opt, closure, params, on_group)
 

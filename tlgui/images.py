@@ -10,7 +10,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import TlguiError
-from .sources import env_limit
+from .limits import env_limit
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 # Only these decoders ever see uploaded bytes: whatever a file's name, its content picks the decoder,

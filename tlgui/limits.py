@@ -8,12 +8,19 @@ member, pixels from a header), never taken from what a file says about itself.
 
 from __future__ import annotations
 
+import os
 import struct
 import threading
 from pathlib import Path
 
 from .errors import TlguiError
-from .sources import env_limit, max_files
+
+# Defaults of the limits; a server tightens or relaxes them with these environment variables.
+MAX_FILES = 100_000  # TLGUI_MAX_FILES: members of a zip, files of a folder
+MAX_TOTAL_BYTES = 4 * 1024**3  # TLGUI_MAX_UNPACKED_MB: a zip's members added up, unpacked
+MAX_RATIO = 100  # TLGUI_MAX_ZIP_RATIO: unpacked / packed size of one member; pictures and text stay far below
+MAX_DATASET_BYTES = 2 * 1024**3  # TLGUI_MAX_DATASET_MB: the uploaded .zip/.csv file itself
+RATIO_FLOOR = 1024**2  # members smaller than this unpack to little whatever their ratio
 
 MAX_TABLE_MB = 64  # TLGUI_MAX_TABLE_MB: a .csv/.tsv file, or a table inside a zip
 MAX_ROWS = 200_000  # TLGUI_MAX_ROWS: lines of a table
@@ -25,6 +32,36 @@ MAX_CENTRAL_DIRECTORY_MB = 64  # a zip's directory; 100,000 entries with long na
 EOCD = b"PK\x05\x06"
 ZIP64_LOCATOR = b"PK\x06\x07"
 ZIP64_EOCD = b"PK\x06\x06"
+
+
+def env_limit(name: str, default: float, scale: float = 1) -> float:
+    """A limit from the environment (in its unit, times `scale`), else `default`."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise TlguiError(f"{name}={raw!r} is not a number: fix or unset that environment variable") from None
+    return value * scale
+
+
+def max_files() -> int:
+    return int(env_limit("TLGUI_MAX_FILES", MAX_FILES))
+
+
+def max_total_bytes() -> int:
+    return int(env_limit("TLGUI_MAX_UNPACKED_MB", MAX_TOTAL_BYTES, 1024**2))
+
+
+def max_ratio() -> float:
+    return env_limit("TLGUI_MAX_ZIP_RATIO", MAX_RATIO)
+
+
+def max_dataset_bytes() -> int:
+    return int(env_limit("TLGUI_MAX_DATASET_MB", MAX_DATASET_BYTES, 1024**2))
+
+
 
 
 def _mb_limit(name: str, default_mb: float) -> int:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 
 from .errors import TlguiError
+from .timing import format_seconds
 
 STAGE_DECAY = 0.7  # each stage nearer the input learns at 0.7 times the rate of the one above it
 BUDGET_CPU = 60.0  # seconds of fine-tuning `auto` may add by default: keeps a CPU's first run quick
@@ -74,8 +75,6 @@ def describe(record: dict) -> str:
         est = record.get("lpft_estimate_s")
         if est is None:
             return "auto: linear probe (fine-tuning could not be estimated)"
-        from .estimate import format_seconds
-
         return (f"auto: linear probe; fine-tuning (LP-FT) would take about {format_seconds(est)}, over the "
                 f"{format_seconds(record['budget_s'])} budget: a budget of {int(est) + 1} s or more adds it")
     margin = 100 * (record["margin"] or 0.0)

@@ -29,8 +29,9 @@ SMOOTH = 0.9
 def lr_find(config: RunConfig, dataset: Dataset, steps: int = STEPS, start: float = START, end: float = END,
             stop=None) -> dict:
     """{"lrs", "losses" (smoothed), "suggested", "frozen"}: the sweep and its suggestion."""
-    from .model import build_classifier
-    from .train import Trainer, seed_everything
+    from .device import seed_everything
+    from .inputs import build_model
+    from .train import Trainer
 
     if not (0 < start < end) or steps < 5:
         raise TlguiError("the sweep needs 0 < start < end and at least 5 steps")
@@ -42,10 +43,7 @@ def lr_find(config: RunConfig, dataset: Dataset, steps: int = STEPS, start: floa
         trainer = Trainer(config, dataset, folder, [], stop)
         generator = seed_everything(config.seed)
         train_idx, val_idx = trainer._check_dataset()
-        model = build_classifier(config, len(dataset.classes))
-        for b in model.backbones:
-            b.fit_text([dataset.inputs[i] for i in train_idx], config.max_length)
-        model.to(trainer.device)
+        model = build_model(config, dataset, trainer.device, [dataset.inputs[i] for i in train_idx])
         tr, _, cached = trainer._prepare(model, train_idx, val_idx)
         if cached:
             model.scale.fit(tr.data)  # the head sees standardised features, as in a run

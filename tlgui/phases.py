@@ -15,6 +15,7 @@ import torch
 from . import lpft
 from . import probe as probes
 from .estimate import fine_tune_seconds
+from .inputs import Inputs
 
 
 def _all_rows(tr, va) -> tuple[list[torch.Tensor], torch.Tensor]:
@@ -24,8 +25,6 @@ def _all_rows(tr, va) -> tuple[list[torch.Tensor], torch.Tensor]:
 
 def probe_run(trainer, model, tr, va, train_idx, val_idx, generator, t0):
     """A frozen run (or auto's first half): the converged probe, then for auto LP-FT if it fits."""
-    from .train import Inputs
-
     cfg = trainer.config
     feats, labels = _all_rows(tr, va)
     auto = cfg.freeze == "auto" and len(va) > 0
@@ -61,7 +60,7 @@ def _auto(trainer, model, probe, probe_val, feats, labels, tr, va, train_idx, va
     va_labels = va.labels.numpy()
     probe_acc = float((probe_val[0] == va_labels).mean()) if probe_val else None
     try:
-        estimate = fine_tune_seconds(cfg, trainer.dataset, model, len(tr), len(va))
+        estimate = fine_tune_seconds(cfg, trainer.dataset, model, len(tr), len(va), budget)
     except Exception:  # noqa: BLE001 - without an estimate the probe stays, as on a tight budget
         estimate = None
     if estimate is None or estimate > budget:
@@ -89,7 +88,6 @@ def _auto(trainer, model, probe, probe_val, feats, labels, tr, va, train_idx, va
 def _fine_tune(trainer, model, train_idx, val_idx, generator, t0, history) -> tuple[bool, int | None]:
     """Auto's second half: every layer trains from the probe. (whether it ran an epoch, its best epoch)."""
     from .events import StopRequested
-    from .train import Inputs
 
     cfg, ds = trainer.config, trainer.dataset
     model.freeze("none")

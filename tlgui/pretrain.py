@@ -30,7 +30,7 @@ from .events import Emitter, Listener, StopRequested
 from .images import IMAGE_EXTS
 from .runs import atomic_write
 from .sources import is_hidden, open_source
-from .train import pick_device, seed_everything
+from .device import pick_device, seed_everything
 
 MIN_IMAGES = 8
 MIN_STD = 0.05  # a near-constant channel (grey pictures) must not blow up the normalised input

@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass
 
 from .errors import TlguiError
-from .sources import env_limit
+from .limits import env_limit
 
 # public defaults, each overridden by its environment variable
 PUBLIC_MAX_BACKBONES = 3  # TLGUI_MAX_BACKBONES

@@ -2,7 +2,7 @@
 
 A run folder holds `config.json` and `metrics.jsonl` from the start, `running.json` while a
 process trains in it, `checkpoint.safetensors` + `checkpoint.json` after each epoch (no pickle:
-tensors in safetensors, everything else JSON), and `model.zip` + `results.json` at the end.
+tensors in safetensors, everything else JSON), and `model.zip` + `results.json` (+ `mistakes/` for pictures) at the end.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from safetensors.torch import save as save_safetensors
 from .errors import TlguiError
 
 RUNNING, RESULTS = "running.json", "results.json"
+MISTAKES = "mistakes"  # a folder of small pictures of misclassified validation inputs
 CHECKPOINT, CHECKPOINT_JSON = "checkpoint.safetensors", "checkpoint.json"
 STATES = ("running", "finished", "stopped", "failed", "interrupted")
 _TOKEN = uuid.uuid4().hex  # tells this process's runs from an earlier process that had the same pid

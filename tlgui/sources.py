@@ -15,42 +15,10 @@ import zipfile
 from pathlib import Path, PurePosixPath
 
 from .errors import TlguiError
+from .limits import (RATIO_FLOOR, check_zip_directory, max_dataset_bytes, max_files, max_ratio, max_total_bytes,
+                     member_bytes)
 
-# Defaults of the limits; a server tightens or relaxes them with these environment variables.
-MAX_FILES = 100_000  # TLGUI_MAX_FILES: members of a zip, files of a folder
-MAX_TOTAL_BYTES = 4 * 1024**3  # TLGUI_MAX_UNPACKED_MB: a zip's members added up, unpacked
-MAX_RATIO = 100  # TLGUI_MAX_ZIP_RATIO: unpacked / packed size of one member; pictures and text stay far below
-MAX_DATASET_BYTES = 2 * 1024**3  # TLGUI_MAX_DATASET_MB: the uploaded .zip/.csv file itself
-RATIO_FLOOR = 1024**2  # members smaller than this unpack to little whatever their ratio
 ZIP_METHODS = {zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA}
-
-
-def env_limit(name: str, default: float, scale: float = 1) -> float:
-    """A limit from the environment (in its unit, times `scale`), else `default`."""
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise TlguiError(f"{name}={raw!r} is not a number: fix or unset that environment variable") from None
-    return value * scale
-
-
-def max_files() -> int:
-    return int(env_limit("TLGUI_MAX_FILES", MAX_FILES))
-
-
-def max_total_bytes() -> int:
-    return int(env_limit("TLGUI_MAX_UNPACKED_MB", MAX_TOTAL_BYTES, 1024**2))
-
-
-def max_ratio() -> float:
-    return env_limit("TLGUI_MAX_ZIP_RATIO", MAX_RATIO)
-
-
-def max_dataset_bytes() -> int:
-    return int(env_limit("TLGUI_MAX_DATASET_MB", MAX_DATASET_BYTES, 1024**2))
 
 
 def _mb(n: float) -> str:
@@ -145,7 +113,6 @@ class DirSource(Source):
         path = self._path(name)
         if path is None:
             raise ValueError("path outside the dataset")
-        from .limits import member_bytes
 
         cap = member_bytes()
         with path.open("rb") as f:
@@ -165,7 +132,6 @@ class ZipSource(Source):
         self._pid = -1
         self.budget = None  # a limits.ReadBudget while the upload is read in
         check_dataset_file(self.path)
-        from .limits import check_zip_directory  # limits reads this module's settings
 
         try:
             check_zip_directory(self.path, self.path.name)  # before zipfile parses every entry
@@ -201,7 +167,6 @@ class ZipSource(Source):
         return name in self._infos
 
     def read(self, name: str) -> bytes:
-        from .limits import member_bytes
 
         info, cap = self._infos[name], member_bytes()
         if info.file_size > cap:

@@ -8,11 +8,11 @@ from types import SimpleNamespace
 
 import gradio as gr
 
-from ..backbones import get_info
 from ..errors import TlguiError
+from ..inputs import check_backbone_kinds
 from ..public import is_public
 from . import (audit_step, augment_step, builder_step, data_step, model_step, plots, pretrain_step, results_step,
-               retention, runs, runs_step, train_step, try_step)
+               retention, run_folders, runs_step, train_step, try_step)
 from .context import AppContext
 from .guard import guarded
 from .multigpu import all_gpus_work
@@ -34,7 +34,7 @@ def run_outputs(page) -> list:
 def run_view(page, ctx: AppContext, run_id: str | None, request: gr.Request | None, key: str | None = None) -> dict:
     """The whole page for `run_id` (None: no run yet); the timer runs while the run does."""
     owner = ctx.owner(request, key)
-    folder = runs.folder_of(ctx.settings.runs_root, run_id, owner) if run_id else None
+    folder = run_folders.folder_of(ctx.settings.runs_root, run_id, owner) if run_id else None
     out = runs_step.view(page, ctx, owner, run_id if folder else None)
     if folder is None:
         out.update({page.status: t("status_idle"), page.progress: "", page.loss_plot: None, page.shown_state: -1,
@@ -43,7 +43,7 @@ def run_view(page, ctx: AppContext, run_id: str | None, request: gr.Request | No
         out.update(try_step.view(page, None, "image"))
         return out
     p = ctx.jobs.progress(run_id, folder)
-    task = (runs.read_meta(folder) or {}).get("task", "image")
+    task = (run_folders.read_meta(folder) or {}).get("task", "image")
     out.update({page.status: train_step.status_line(p, ctx.settings.max_jobs), page.progress: train_step.progress_html(p),
                 page.loss_plot: plots.curves(p.history), page.shown_state: len(p.history),
                 page.timer: gr.Timer(active=not p.done), page.done_state: run_id if p.done else None,
@@ -70,12 +70,9 @@ def wire_training(page, ctx: AppContext) -> None:
         backbones = pretrain_step.encoder_paths(ctx, values["backbones"], state["task"], request, owner_key)
         config = start_model(ctx, owner, make_config({**values, "backbones": backbones}), values)
         ctx.jobs.policy.check_run(config.backbones, config.epochs)  # public mode's limits, before anything queues
-        for name in config.backbones:
-            task = get_info(name).task
-            if task != state["task"]:
-                raise TlguiError(t("wrong_task", name=name, kind=t(f"kind_{task}"), data=t(f"kind_{state['task']}")))
+        check_backbone_kinds(config.backbones, state["task"])  # the engine's check, before anything queues
         dataset = ctx.store.get(state["path"])
-        number = 1 + max((m.get("number", 0) for m in runs.list_runs(ctx.settings.runs_root, owner)), default=0)
+        number = 1 + max((m.get("number", 0) for m in run_folders.list_runs(ctx.settings.runs_root, owner)), default=0)
         shown = [pretrain_step.shown_name(b) for b in config.backbones]  # an own encoder by name, not path
         meta = {"label": f"#{number} {state['name']} · {' + '.join(shown)}", "number": number,
                 "dataset": state["name"], "task": state["task"], "backbones": shown,
@@ -99,7 +96,7 @@ def wire_training(page, ctx: AppContext) -> None:
         folder = ctx.run_folder(run_id, request, owner_key)
         if not train_step.can_resume(ctx.jobs.progress(run_id, folder)):
             raise TlguiError(t("resume_not_now"))
-        source = (runs.read_meta(folder) or {}).get("source")
+        source = (run_folders.read_meta(folder) or {}).get("source")
         try:
             dataset = ctx.store.get(source)
         except (TlguiError, TypeError):
@@ -168,8 +165,8 @@ def wire_runs(page, ctx: AppContext) -> None:
         folder = ctx.run_folder(run_id, request, owner_key)
         if ctx.jobs.is_active(run_id):
             raise TlguiError(t("delete_running"))
-        label = runs_step.run_label(runs.read_meta(folder) or {"id": run_id})
-        runs.delete(folder)
+        label = runs_step.run_label(run_folders.read_meta(folder) or {"id": run_id})
+        run_folders.delete(folder)
         ctx.jobs.forget(run_id)
         ctx.drop_model(run_id)
         keep = current if current != run_id else None
@@ -183,7 +180,7 @@ def wire_session(page, ctx: AppContext, demo: gr.Blocks) -> None:
     def on_load(token: str | None, request: gr.Request) -> dict:
         """Bind the page to its browser; show the run still going (closing a tab never stops one), else the latest."""
         token = ctx.sessions.register(request, token)
-        mine = runs.list_runs(ctx.settings.runs_root, token)
+        mine = run_folders.list_runs(ctx.settings.runs_root, token)
         run_id = ctx.jobs.active_run(mine) or (mine[0]["id"] if mine else None)
         return {page.owner: token, page.run_state: run_id, **run_view(page, ctx, run_id, request, token),
                 page.runs_msg: retention.removed_notice(ctx.settings.runs_root, token)}

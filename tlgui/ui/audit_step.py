@@ -8,7 +8,7 @@ import gradio as gr
 from ..audit import audit
 from ..config import RunConfig
 from ..errors import TlguiError
-from . import built, builder_step, runs
+from . import builder_step, built, run_folders
 from .context import AppContext
 from .data_step import summary_markdown
 from .guard import guarded
@@ -81,7 +81,7 @@ def wire(page, ctx: AppContext) -> None:
         folder = ctx.run_folder(run_id, request, owner_key)
         if not (folder / "model.zip").exists():
             raise TlguiError(t("audit_run_first"))
-        source = (runs.read_meta(folder) or {}).get("source")
+        source = (run_folders.read_meta(folder) or {}).get("source")
         try:
             ds = ctx.store.get(source)
         except (TlguiError, TypeError):

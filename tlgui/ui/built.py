@@ -27,8 +27,9 @@ from PIL import Image
 from ..datasets import SPLIT_FOLDERS, Dataset
 from ..errors import TlguiError
 from ..images import FORMATS, BadImage, open_rgb
-from ..sources import is_hidden, max_files
-from . import runs
+from ..limits import max_files
+from ..sources import is_hidden
+from . import run_folders
 from .text import t
 
 FOLDER = ".datasets"
@@ -38,7 +39,7 @@ EXTENSIONS = {"JPEG": ".jpg", "PNG": ".png", "BMP": ".bmp", "GIF": ".gif", "WEBP
 
 
 def owner_root(root: Path, owner: str) -> Path:
-    return root / FOLDER / runs.owner_hash(owner)[:32]
+    return root / FOLDER / run_folders.owner_hash(owner)[:32]
 
 
 def is_mine(root: Path, owner: str, path: str | Path) -> bool:

@@ -12,7 +12,7 @@ import gradio as gr
 from ..bundle import LoadedModel, load_bundle
 from ..errors import TlguiError
 from ..public import Policy
-from . import runs
+from . import run_folders
 from .estimate import SpeedProbe
 from .jobs import JobManager
 from .sessions import Sessions, is_owner_key
@@ -40,14 +40,14 @@ class AppContext:
     def owner(self, request: gr.Request | None, key: str | None = None) -> str:
         """The caller. Every handler gets the browser's stored key (`page.owner`) as an input and
         passes it here: a server restart with the tab open, or a click before the page's load
-        event ended, then still finds the browser's runs. Without a key (a program), the session's."""
+        event ended, then still finds the browser's run_folders. Without a key (a program), the session's."""
         return key if is_owner_key(key) else self.sessions.owner(request)
 
     def run_folder(self, run_id: str | None, request: gr.Request | None, key: str | None = None) -> Path:
         """The folder of one of the caller's runs; anyone else's run does not exist for them."""
         if not run_id:
             raise TlguiError(t("status_no_run"))
-        folder = runs.folder_of(self.settings.runs_root, run_id, self.owner(request, key))
+        folder = run_folders.folder_of(self.settings.runs_root, run_id, self.owner(request, key))
         if folder is None:
             raise TlguiError(t("status_run_missing"))
         return folder

@@ -23,12 +23,11 @@ from ..datasets import Dataset
 from ..errors import TlguiError
 from ..public import Policy
 from ..runs import checkpoint_epoch, remove_partial_writes
-from . import runs
+from . import run_folders
 from .guard import hide_paths
 from .text import duration, t
 
 log = logging.getLogger("tlgui.ui")
-MAX_MISTAKE_PICTURES = 24
 
 
 @dataclass
@@ -52,16 +51,14 @@ class Progress:
 
     @property
     def done(self) -> bool:
-        return self.state in runs.TERMINAL
+        return self.state in run_folders.TERMINAL
 
 
 def train_work(job: Job) -> str:
-    """A classifier run: the engine's trainer, then pictures of its mistakes. Returns how it ended."""
+    """A classifier run: the engine's trainer (which draws its mistakes too). Returns how it ended."""
     from ..train import Trainer
 
     result = Trainer(job.config, job.dataset, job.folder, [job.listen], job.stop, job.resume).run()
-    if result.bundle is not None:
-        save_mistake_pictures(job.folder, job.dataset)
     job.has_model = result.bundle is not None
     return result.status
 
@@ -120,10 +117,10 @@ class JobManager:
 
     def _mark_interrupted(self) -> None:
         """Runs that were queued or training when the server last stopped: they can be resumed."""
-        for folder, meta in runs.all_runs(self.root):
-            if meta.get("state") not in runs.TERMINAL:
+        for folder, meta in run_folders.all_runs(self.root):
+            if meta.get("state") not in run_folders.TERMINAL:
                 remove_partial_writes(folder)
-                runs.update_meta(folder, state="interrupted")
+                run_folders.update_meta(folder, state="interrupted")
 
     # -- starting and stopping -----------------------------------------------------------
     def submit(self, owner: str, config: object, dataset: Dataset, meta: dict,
@@ -131,9 +128,9 @@ class JobManager:
         # each run splits its own copy: the engine writes the split into the dataset it is given
         own = dataclasses.replace(dataset, splits=list(dataset.splits))
         with self._lock:
-            self._admit(runs.owner_hash(owner))
-            run_id, folder = runs.create(self.root, owner, meta)
-            job = Job(run_id, folder, config, own, work, owner=runs.owner_hash(owner))
+            self._admit(run_folders.owner_hash(owner))
+            run_id, folder = run_folders.create(self.root, owner, meta)
+            job = Job(run_id, folder, config, own, work, owner=run_folders.owner_hash(owner))
             self._jobs[run_id] = job
             self._queue.append(job)
             self._pump()
@@ -143,14 +140,14 @@ class JobManager:
         """Queue a stopped or interrupted run again; it goes on from its last epoch checkpoint."""
         with self._lock:
             job = self._jobs.get(run_id)
-            if job is not None and job.state not in runs.TERMINAL:
+            if job is not None and job.state not in run_folders.TERMINAL:
                 return  # already queued or training
-            owner = (runs.read_meta(folder) or {}).get("owner", "")
+            owner = (run_folders.read_meta(folder) or {}).get("owner", "")
             self._admit(owner)
             config = RunConfig.load(folder / "config.json")
             job = Job(run_id, folder, config, dataclasses.replace(dataset, splits=list(dataset.splits)), resume=True,
                       owner=owner)
-            runs.update_meta(folder, state="queued", error=None)
+            run_folders.update_meta(folder, state="queued", error=None)
             self._jobs[run_id] = job
             self._queue.append(job)
             self._pump()
@@ -158,7 +155,7 @@ class JobManager:
     def stop(self, run_id: str) -> None:
         with self._lock:
             job = self._jobs.get(run_id)
-            if job is None or job.state in runs.TERMINAL:
+            if job is None or job.state in run_folders.TERMINAL:
                 return
             job.stop.set()
             if job in self._queue:  # never started: nothing to keep
@@ -167,12 +164,12 @@ class JobManager:
 
     def _admit(self, owner: str) -> None:
         """The queue limits of the server's policy (called with the lock held)."""
-        active = [j for j in self._jobs.values() if j.state not in runs.TERMINAL]
+        active = [j for j in self._jobs.values() if j.state not in run_folders.TERMINAL]
         self.policy.check_queue(sum(j.owner == owner for j in active), len(active))
 
     def active_count(self) -> int:
         with self._lock:
-            return sum(j.state not in runs.TERMINAL for j in self._jobs.values())
+            return sum(j.state not in run_folders.TERMINAL for j in self._jobs.values())
 
     def _pump(self) -> None:
         """Start queued runs while there is room (called with the lock held)."""
@@ -180,7 +177,7 @@ class JobManager:
             job = self._queue.popleft()
             self._running.add(job.run_id)
             job.state = "running"
-            runs.update_meta(job.folder, state="running")
+            run_folders.update_meta(job.folder, state="running")
             threading.Thread(target=self._work, args=(job,), name=f"train-{job.run_id}", daemon=True).start()
 
     def _work(self, job: Job) -> None:
@@ -212,7 +209,7 @@ class JobManager:
 
     def _end(self, job: Job, state: str) -> None:
         job.state = state
-        runs.update_meta(job.folder, state=state, error=job.error, ended=time.time(),
+        run_folders.update_meta(job.folder, state=state, error=job.error, ended=time.time(),
                          note=job.note)
         job.dataset = None  # type: ignore[assignment]  # let the pictures go
 
@@ -224,7 +221,7 @@ class JobManager:
             ahead = 0
             if job is not None and job.state == "queued":
                 ahead = len(self._running) + list(self._queue).index(job)
-        if job is not None and job.state not in runs.TERMINAL:
+        if job is not None and job.state not in run_folders.TERMINAL:
             return Progress(run_id, job.state, list(job.history), job.phase, job.batch, ahead, warning=job.warning,
                             estimate=job.estimate, stopping=job.stop.is_set())
         return progress_from_disk(run_id, folder)
@@ -234,45 +231,29 @@ class JobManager:
         with self._lock:
             for meta in owner_runs:
                 job = self._jobs.get(meta["id"])
-                if job is not None and job.state not in runs.TERMINAL:
+                if job is not None and job.state not in run_folders.TERMINAL:
                     return job.run_id
         return None
 
     def is_active(self, run_id: str) -> bool:
         job = self._jobs.get(run_id)
-        return job is not None and job.state not in runs.TERMINAL
+        return job is not None and job.state not in run_folders.TERMINAL
 
     def forget(self, run_id: str) -> None:
         with self._lock:
             job = self._jobs.get(run_id)
-            if job is not None and job.state in runs.TERMINAL:
+            if job is not None and job.state in run_folders.TERMINAL:
                 del self._jobs[run_id]
 
 
 def progress_from_disk(run_id: str, folder: Path) -> Progress:
-    meta = runs.read_meta(folder) or {}
-    res = runs.results(folder) or {}
+    meta = run_folders.read_meta(folder) or {}
+    res = run_folders.results(folder) or {}
     state = meta.get("state", "failed")
     saved = checkpoint_epoch(folder)
-    return Progress(run_id, state, res.get("history") or runs.history(folder), error=meta.get("error"),
+    return Progress(run_id, state, res.get("history") or run_folders.history(folder), error=meta.get("error"),
                     warning=meta.get("note"),
                     has_model=(folder / "model.zip").exists(), metrics=res.get("metrics", {}),
                     elapsed=res.get("elapsed"),
                     resumable_from=(saved or 0) if state == "interrupted" else saved if state == "stopped" else None)
 
-
-def save_mistake_pictures(folder: Path, dataset: Dataset) -> None:
-    """Small copies of misclassified validation pictures, so the results page can show them
-    later without the dataset (an upload may be gone after a restart)."""
-    if dataset.task != "image":
-        return
-    res = runs.results(folder) or {}
-    out = folder / runs.MISTAKES
-    out.mkdir(exist_ok=True)
-    for k, m in enumerate(res.get("mistakes", [])[:MAX_MISTAKE_PICTURES]):
-        try:
-            img = dataset.load_image(int(m["index"]), draft=128)
-            img.thumbnail((128, 128))
-            img.save(out / f"{k}.png")
-        except Exception:  # a picture that decoded for training will decode here; if not, skip it
-            log.warning("could not save mistake picture %s of %s", k, folder.name)

@@ -8,10 +8,10 @@ import pandas as pd
 from ..backbones import BackboneInfo, all_backbones
 from ..config import CLASS_WEIGHTS, EXPORTS, RunConfig
 from ..errors import TlguiError
+from ..estimate import rough_seconds
 from ..fusion import MODES as FUSION_MODES
 from . import augment_step, lr_find_step, pretrain_step, recipes, runs_step
 from .context import AppContext
-from .estimate import training_seconds
 from .guard import guarded
 from .run_settings import START, cli_command, inputs_of, make_config, page_values, start_model
 from .text import duration, t
@@ -81,7 +81,7 @@ def _estimate(ctx: AppContext, infos: list[BackboneInfo], state: dict, config: R
     if spg is None:
         return None
     freeze = "all" if config.freeze == "auto" else config.freeze  # auto's own time is its probe's
-    return training_seconds(infos, state["size"], epochs=config.epochs, val_split=config.val_split,
+    return rough_seconds(infos, state["size"], epochs=config.epochs, val_split=config.val_split,
                             freeze=freeze, augment=config.augment, image_size=config.image_size,
                             seconds_per_gflop=spg)
 
@@ -93,7 +93,7 @@ def auto_sentence(ctx: AppContext, infos: list[BackboneInfo], state: dict, confi
     spg = ctx.probe.seconds_per_gflop(infos[0].task, 0.0)
     if spg is None:
         return ""
-    tuned = training_seconds(infos, state["size"], epochs=config.epochs, val_split=config.val_split, freeze="none",
+    tuned = rough_seconds(infos, state["size"], epochs=config.epochs, val_split=config.val_split, freeze="none",
                              augment=config.augment, image_size=config.image_size, seconds_per_gflop=spg)
     budget = config.budget or (600.0 if "cuda" in str(ctx.probe.device).lower() else 60.0)
     if tuned > budget:

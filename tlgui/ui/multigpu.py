@@ -11,7 +11,7 @@ import time
 
 from ..distributed import PEER_LOST
 from ..errors import TlguiError
-from . import runs
+from . import run_folders
 
 POLL_S = 1.0
 
@@ -24,7 +24,7 @@ def gpu_count() -> int:
 
 def all_gpus_work(job) -> str:
     """A job's `work` on all GPUs: Stop sends Ctrl-C to every process, which stop at the same batch."""
-    source = (runs.read_meta(job.folder) or {}).get("source")
+    source = (run_folders.read_meta(job.folder) or {}).get("source")
     if not source:
         raise TlguiError("the dataset of this run is unknown: load it again, then press Train")
     launch = job.folder / "launch-config.json"
@@ -38,10 +38,10 @@ def all_gpus_work(job) -> str:
             if job.stop.is_set() and not stopping:
                 os.killpg(proc.pid, signal.SIGINT)
                 stopping = True
-            job.history[:] = runs.history(job.folder)
+            job.history[:] = run_folders.history(job.folder)
             time.sleep(POLL_S)
-    job.history[:] = runs.history(job.folder)
-    res = runs.results(job.folder) or {}
+    job.history[:] = run_folders.history(job.folder)
+    res = run_folders.results(job.folder) or {}
     job.has_model = (job.folder / "model.zip").exists()
     if proc.returncode and res.get("status") not in ("finished", "stopped"):
         lines = (job.folder / "launch.log").read_text(errors="replace").splitlines()

@@ -17,7 +17,7 @@ from ..datasets import Dataset
 from ..backbones.encoder import METHODS
 from ..errors import TlguiError
 from ..pretrain import PretrainConfig, pretrain, read_images
-from . import plots, runs, train_step
+from . import plots, run_folders, train_step
 from .context import AppContext
 from .guard import guarded
 from .jobs import Job, Progress
@@ -46,7 +46,7 @@ def encoder_choices(ctx: AppContext, owner: str) -> list[tuple[str, str]]:
     """The owner's encoders as (label, `encoder:<run id>`), newest first."""
     root = ctx.settings.runs_root
     return [(t("my_encoder", label=m["label"]), PREFIX + m["id"])
-            for m in runs.list_runs(root, owner, kind="pretrain") if (root / m["id"] / ENCODER).exists()]
+            for m in run_folders.list_runs(root, owner, kind="pretrain") if (root / m["id"] / ENCODER).exists()]
 
 
 def backbone_choices(ctx: AppContext, owner: str, task: str) -> list[tuple[str, str]]:
@@ -62,7 +62,7 @@ def shown_name(name: str) -> str:
     path = Path(name)
     if path.name != ENCODER:
         return name
-    return (runs.read_meta(path.parent) or {}).get("name", ENCODER)
+    return (run_folders.read_meta(path.parent) or {}).get("name", ENCODER)
 
 
 def encoder_paths(ctx: AppContext, backbones: list[str] | None, task: str, request: gr.Request | None,
@@ -97,7 +97,7 @@ def status_line(p: Progress, folder: Path, limit: int) -> str:
         return train_step.status_line(p, limit)
     if p.state in ("finished", "stopped") and p.history and (folder / ENCODER).exists():
         best = min(p.history, key=_loss)
-        name = t("my_encoder", label=(runs.read_meta(folder) or {}).get("label", ""))
+        name = t("my_encoder", label=(run_folders.read_meta(folder) or {}).get("label", ""))
         if p.state == "stopped":
             return t("pretrain_stopped", ran=len(p.history), best=best["epoch"], name=name, value=PREFIX + p.run_id)
         elapsed = p.elapsed if p.elapsed is not None else p.history[-1].get("elapsed")
@@ -192,7 +192,7 @@ def wire(page, ctx: AppContext) -> None:
             config = PretrainConfig(method=method, epochs=int(epochs), image_size=int(image_size))
         except (TypeError, ValueError):
             raise TlguiError(t("pretrain_bad_setting")) from None
-        number = 1 + max((m.get("number", 0) for m in runs.list_runs(root, owner, kind="pretrain")), default=0)
+        number = 1 + max((m.get("number", 0) for m in run_folders.list_runs(root, owner, kind="pretrain")), default=0)
         method_name = t(f"method_{config.method}")
         meta = {"kind": "pretrain", "label": f"{method_name} #{number} · {dataset.name}", "number": number,
                 "name": t("my_encoder_short", method=method_name, number=number), "method": config.method,
@@ -237,7 +237,7 @@ def wire(page, ctx: AppContext) -> None:
         """One tick: the status always, the curve when an epoch ended, everything (and the
         owner's backbones, now with this encoder) once the run is over."""
         owner = ctx.owner(request, owner_key)
-        folder = runs.folder_of(root, run_id, owner) if run_id else None
+        folder = run_folders.folder_of(root, run_id, owner) if run_id else None
         if folder is None:
             return {page.pretrain_timer: gr.Timer(active=False)}
         p = ctx.jobs.progress(run_id, folder)
@@ -256,7 +256,7 @@ def wire(page, ctx: AppContext) -> None:
         """Show the owner's pretraining still going (closing a tab never stops one), else the latest,
         and offer their encoders among the backbones."""
         owner = ctx.owner(request, owner_key)
-        mine = runs.list_runs(root, owner, kind="pretrain")
+        mine = run_folders.list_runs(root, owner, kind="pretrain")
         run_id = ctx.jobs.active_run(mine) or (mine[0]["id"] if mine else None)
         folder = root / run_id if run_id else None
         out = {page.pretrain_run: run_id, **show(page, folder, ctx.jobs.progress(run_id, folder) if folder else None,

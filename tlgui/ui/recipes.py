@@ -10,7 +10,7 @@ from pathlib import Path
 from ..config import RunConfig
 from ..errors import TlguiError
 from ..runs import atomic_write
-from . import runs
+from . import run_folders
 
 FOLDER = ".recipes"
 MAX_NAME = 60
@@ -18,7 +18,7 @@ PER_OWNER = 200
 
 
 def _folder(root: Path, owner: str) -> Path:
-    return root / FOLDER / runs.owner_hash(owner)[:32]
+    return root / FOLDER / run_folders.owner_hash(owner)[:32]
 
 
 def _slug(name: str) -> str:

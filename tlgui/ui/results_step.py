@@ -7,7 +7,8 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
-from . import audit_step, plots, runs
+from ..runs import MISTAKES
+from . import audit_step, plots, run_folders
 from .serve import copy_out
 from .text import percent, t
 
@@ -38,7 +39,7 @@ def hidden(page) -> dict:
 
 
 def view(page, folder: Path | None, task: str) -> dict:
-    res = runs.results(folder) if folder and (folder / "model.zip").exists() else None
+    res = run_folders.results(folder) if folder and (folder / "model.zip").exists() else None
     if not res:  # a run stopped before its first epoch, or failed: nothing to show
         return hidden(page)
     m = res.get("metrics", {})
@@ -65,8 +66,8 @@ def view(page, folder: Path | None, task: str) -> dict:
         out.update({page.results_md: t("results_noval"), page.confusion: None, page.per_class: None})
     mistakes = res.get("mistakes", [])
     if task == "image":
-        pictures = [(copy_out(folder / runs.MISTAKES / f"{k}.png"), t("mistake_caption", predicted=m_["predicted"], true=m_["true"]))
-                    for k, m_ in enumerate(mistakes) if (folder / runs.MISTAKES / f"{k}.png").exists()]
+        pictures = [(copy_out(folder / MISTAKES / f"{k}.png"), t("mistake_caption", predicted=m_["predicted"], true=m_["true"]))
+                    for k, m_ in enumerate(mistakes) if (folder / MISTAKES / f"{k}.png").exists()]
         out[page.mistakes] = gr.Gallery(value=pictures, visible=True)
         out[page.mistakes_text] = gr.Dataframe(visible=False)
     else:

@@ -19,8 +19,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..public import is_public
-from ..sources import env_limit
-from . import runs
+from ..limits import env_limit
+from . import run_folders
 from .text import t
 
 log = logging.getLogger("tlgui.ui")
@@ -59,8 +59,8 @@ def sweep_runs(root: Path, active: Callable[[str], bool], now: float | None = No
     if max_age is None and max_gb is None:
         return []
     now = time.time() if now is None else now
-    kept = sorted(((m.get("created", 0), f, m) for f, m in runs.all_runs(root)
-                   if not active(m["id"]) and m.get("state") in runs.TERMINAL), key=lambda x: x[0])
+    kept = sorted(((m.get("created", 0), f, m) for f, m in run_folders.all_runs(root)
+                   if not active(m["id"]) and m.get("state") in run_folders.TERMINAL), key=lambda x: x[0])
     removed = []
     if max_age is not None:
         for created, folder, meta in list(kept):
@@ -69,7 +69,7 @@ def sweep_runs(root: Path, active: Callable[[str], bool], now: float | None = No
                 kept.remove((created, folder, meta))
     if max_gb is not None:
         sizes = {f: folder_bytes(f) for _, f, _ in kept}
-        busy = sum(folder_bytes(f) for f, m in runs.all_runs(root) if f not in sizes)  # running ones count, stay
+        busy = sum(folder_bytes(f) for f, m in run_folders.all_runs(root) if f not in sizes)  # running ones count, stay
         total = busy + sum(sizes.values())
         for _, folder, meta in kept:
             if total <= max_gb * 1024**3:
@@ -82,7 +82,7 @@ def sweep_runs(root: Path, active: Callable[[str], bool], now: float | None = No
 def _remove(root: Path, folder: Path, meta: dict, reason: str) -> dict:
     entry = {"owner": meta["owner"], "id": meta["id"], "label": meta.get("label", meta["id"]), "when": time.time(),
              "reason": reason}
-    runs.delete(folder)
+    run_folders.delete(folder)
     with (root / REMOVED).open("a") as f:
         f.write(json.dumps(entry) + "\n")
     log.info("removed run %s: %s", meta["id"], reason)
@@ -95,7 +95,7 @@ def removed_notice(root: Path, owner: str) -> str:
         lines = (root / REMOVED).read_text().splitlines()
     except OSError:
         return ""
-    mine, cutoff = runs.owner_hash(owner), time.time() - NOTICE_DAYS * 86400
+    mine, cutoff = run_folders.owner_hash(owner), time.time() - NOTICE_DAYS * 86400
     notes = []
     for line in reversed(lines):
         try:
@@ -115,7 +115,7 @@ def sweep_uploads(root: Path, now: float | None = None) -> int:
     if not folder.is_dir():
         return 0
     hours = _setting("TLGUI_UPLOAD_MAX_HOURS", PUBLIC_UPLOAD_HOURS) or PRIVATE_UPLOAD_HOURS
-    used = {Path(m["source"]).parent.name for _, m in runs.all_runs(root) if isinstance(m.get("source"), str)}
+    used = {Path(m["source"]).parent.name for _, m in run_folders.all_runs(root) if isinstance(m.get("source"), str)}
     cutoff, gone = (time.time() if now is None else now) - hours * 3600, 0
     for upload in folder.iterdir():
         try:

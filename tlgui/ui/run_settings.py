@@ -16,7 +16,7 @@ from ..bundle import init_settings
 from ..cli import flags_of
 from ..config import RunConfig, started_from
 from ..errors import TlguiError
-from . import pretrain_step, runs
+from . import pretrain_step, run_folders
 from .context import AppContext
 from .text import t
 
@@ -69,7 +69,7 @@ def start_model(ctx: AppContext, owner: str, config: RunConfig, values: dict) ->
         return config
     if start_from == "run":
         init_run = values.get("init_run")
-        folder = runs.folder_of(ctx.settings.runs_root, init_run, owner) if init_run else None
+        folder = run_folders.folder_of(ctx.settings.runs_root, init_run, owner) if init_run else None
         if folder is None or not (folder / "model.zip").exists():
             raise TlguiError(t("init_pick_run"))
         bundle = folder / "model.zip"
@@ -81,7 +81,7 @@ def start_model(ctx: AppContext, owner: str, config: RunConfig, values: dict) ->
     names = []
     for name in network.get("backbones", []):
         if str(name).startswith("encoder:"):  # bundles name an own encoder by its run's id
-            folder = runs.folder_of(ctx.settings.runs_root, name[len("encoder:"):], owner)
+            folder = run_folders.folder_of(ctx.settings.runs_root, name[len("encoder:"):], owner)
             name = str(folder / "encoder.zip") if folder else name
         if name not in all_backbones() and not _owned_encoder(ctx, owner, name):
             raise TlguiError(t("init_foreign_encoder", name=Path(name).name))
@@ -92,13 +92,13 @@ def start_model(ctx: AppContext, owner: str, config: RunConfig, values: dict) ->
 
 
 def _owned_encoder(ctx: AppContext, owner: str, path: str) -> bool:
-    """An own encoder named by an earlier model must be a file in one of the owner's runs."""
+    """An own encoder named by an earlier model must be a file in one of the owner's run_folders."""
     p = Path(path)
     try:
         inside = p.resolve().parent.parent == ctx.settings.runs_root.resolve()
     except OSError:
         return False
-    return inside and p.name == "encoder.zip" and runs.folder_of(ctx.settings.runs_root, p.parent.name, owner) is not None
+    return inside and p.name == "encoder.zip" and run_folders.folder_of(ctx.settings.runs_root, p.parent.name, owner) is not None
 
 
 def shown_path(path: str | Path) -> str:

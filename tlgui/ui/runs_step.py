@@ -10,7 +10,7 @@ import pandas as pd
 from ..bundle import transfer_kind
 from ..config import RunConfig
 from ..errors import TlguiError
-from . import plots, recipes, runs
+from . import plots, recipes, run_folders
 from .context import AppContext
 from .guard import guarded
 from .text import duration, percent, t
@@ -22,9 +22,9 @@ def run_label(meta: dict) -> str:
 
 
 def recipe_choices(ctx: AppContext, owner: str, metas: list[dict] | None = None) -> list[tuple[str, str]]:
-    """The owner's saved recipes, then the settings of each of their runs."""
+    """The owner's saved recipes, then the settings of each of their run_folders."""
     root = ctx.settings.runs_root
-    metas = runs.list_runs(root, owner) if metas is None else metas
+    metas = run_folders.list_runs(root, owner) if metas is None else metas
     return ([(t("recipe_choice", name=name), f"recipe:{key}") for name, key in recipes.names(root, owner)]
             + [(t("recipe_of_run", label=run_label(m)), f"run:{m['id']}") for m in metas
                if (root / m["id"] / "config.json").exists()])
@@ -50,10 +50,10 @@ def outputs(page) -> list:
 
 
 def view(page, ctx: AppContext, owner: str, current: str | None = None) -> dict:
-    metas = runs.list_runs(ctx.settings.runs_root, owner)
+    metas = run_folders.list_runs(ctx.settings.runs_root, owner)
     rows = []
     for meta in metas:
-        res = runs.results(ctx.settings.runs_root / meta["id"]) or {}
+        res = run_folders.results(ctx.settings.runs_root / meta["id"]) or {}
         acc = res.get("metrics", {}).get("accuracy")
         rows.append((run_label(meta), t(f"state_{meta.get('state', 'failed')}"), percent(acc) if acc is not None else "–",
                      ", ".join(meta.get("backbones", []))))
@@ -75,9 +75,9 @@ def wire(page, ctx: AppContext) -> None:
         series, rows = [], []
         for run_id in ids or []:
             folder = ctx.run_folder(run_id, request, owner_key)
-            meta = runs.read_meta(folder) or {}
-            res = runs.results(folder) or {}
-            series.append((run_label(meta), res.get("history") or runs.history(folder)))
+            meta = run_folders.read_meta(folder) or {}
+            res = run_folders.results(folder) or {}
+            series.append((run_label(meta), res.get("history") or run_folders.history(folder)))
             m = res.get("metrics", {})
             try:
                 kind = transfer_kind(RunConfig.load(folder / "config.json"))

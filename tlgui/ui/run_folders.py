@@ -18,7 +18,6 @@ from pathlib import Path
 from ..runs import atomic_write
 
 META = "run.json"
-MISTAKES = "mistakes"
 TERMINAL = ("finished", "stopped", "failed", "interrupted")  # no thread of this server trains them
 
 
