@@ -15,6 +15,7 @@ import torch
 
 from tests.realdata import fashion_mnist, write_class_folders
 from tlgui import estimate as estimate_mod
+from tlgui import timing
 from tlgui.backbones import FeatureExtractor, build_backbone
 from tlgui.batches import cpu_threads
 from tlgui.config import RunConfig
@@ -264,14 +265,14 @@ def test_estimate_of_a_fine_tune_counts_training_steps_and_leaves_random_streams
     short = estimate_run(_config(freeze="none"), ds)  # too short to be worth timing a training step
     assert short["features"] == 0 and short["epoch"] > frozen["epoch"]
     monkeypatch.setattr(estimate_mod, "SHORT_RUN", 0)
-    estimate_mod._PROBES.clear()
+    timing.forget()
     torch.manual_seed(5)
     timed = estimate_run(_config(freeze="none"), ds)
     after = torch.rand(3)
     torch.manual_seed(5)
     assert torch.equal(after, torch.rand(3))  # a run is the same whether or not it was estimated first
     assert timed["epoch"] > frozen["epoch"] and timed["features"] == 0
-    assert any(k[0] == "train" for k in estimate_mod._PROBES if isinstance(k, tuple))
+    assert any(k[0] == "train" for k in timing.PROBES if isinstance(k, tuple))
 
 
 def test_cli_prints_the_estimate_before_training(tmp_path, cache_dir, capsys):

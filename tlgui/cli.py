@@ -244,7 +244,8 @@ def cmd_lr_find(args) -> None:
 
 
 def cmd_pretrain(args) -> None:
-    from .pretrain import PretrainConfig, pretrain, print_progress, read_images, summary
+    from .events import print_progress
+    from .pretrain import PretrainConfig, pretrain, read_images, summary
 
     config = PretrainConfig(method=args.method, epochs=args.epochs, image_size=args.image_size,
                             batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=args.device)

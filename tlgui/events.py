@@ -37,7 +37,9 @@ class Emitter:
 
 
 class MetricsLog:
-    """Writes `metrics.jsonl`: one line per epoch and split, flushed at once so readers see it live."""
+    """Writes `metrics.jsonl`: one line per epoch and split, flushed at once so readers see it live.
+    Besides the loss, a line holds whichever of the split's accuracy or (pretraining) reconstruction
+    and KL terms the epoch reported."""
 
     def __init__(self, path: Path):
         self.path = Path(path)
@@ -48,16 +50,22 @@ class MetricsLog:
             return
         with self.path.open("a") as f:
             for split in ("train", "val"):
-                if e.get(f"{split}_loss") is not None:
-                    f.write(json.dumps({"epoch": e["epoch"], "split": split, "loss": e[f"{split}_loss"],
-                                        "accuracy": e[f"{split}_accuracy"], "elapsed": e["elapsed"]}) + "\n")
+                if e.get(f"{split}_loss") is None:
+                    continue
+                row = {"epoch": e["epoch"], "split": split, "loss": e[f"{split}_loss"], "elapsed": e["elapsed"]}
+                row.update({k: e[f"{split}_{k}"] for k in ("accuracy", "recon", "kl") if f"{split}_{k}" in e})
+                f.write(json.dumps(row) + "\n")
 
 
 def print_progress(e: dict, out=None) -> None:
-    """The CLI's listener: one line per epoch, per phase and per warning; the time estimate first."""
+    """The CLI's listener, for training and pretraining alike: one line per epoch, per phase and per
+    warning; the time estimate first."""
     out = out or sys.stdout  # looked up at each call: whoever redirected it meanwhile gets the lines
     kind = e["event"]
-    if kind == "started":
+    if kind == "started" and "method" in e:
+        print(f"pretraining a {e['method']} on {e['device']}: {e['train_size']} train / {e['val_size']} val images "
+              f"at {e['image_size']} px, {e['epochs']} epochs", file=out, flush=True)
+    elif kind == "started":
         print(f"training on {e['device']}: {e['train_size']} train / {e['val_size']} val, "
               f"{e['epochs']} epochs, backbones {', '.join(e['backbones'])} (freeze {e['freeze']})", file=out, flush=True)
         if e.get("estimate"):
@@ -68,13 +76,24 @@ def print_progress(e: dict, out=None) -> None:
         print(e["message"], file=out, flush=True)
     elif kind == "preparing" and e.get("done") == e.get("total"):
         print(f"{e['what']}: {e['total']} done", file=out, flush=True)
-    elif kind == "epoch" and e.get("fit"):
-        val = f"  val loss {e['val_loss']:.4f} acc {e['val_accuracy']:.3f}" if e.get("val_loss") is not None else ""
-        print(f"fit step {e['epoch']}  C {e['c']:g}  train loss {e['train_loss']:.4f} acc {e['train_accuracy']:.3f}"
-              f"{val}  {e['elapsed']:.1f}s", file=out, flush=True)
     elif kind == "epoch":
-        val = (f"  val loss {e['val_loss']:.4f} acc {e['val_accuracy']:.3f}" if e.get("val_loss") is not None else "")
-        print(f"epoch {e['epoch']}/{e['epochs']}  train loss {e['train_loss']:.4f} acc {e['train_accuracy']:.3f}"
-              f"{val}  {e['elapsed']:.1f}s" + ("  *" if e.get("best") else ""), file=out, flush=True)
+        print(_epoch_line(e), file=out, flush=True)
     elif kind == "stopped":
         print("stopped: kept the best model so far", file=out, flush=True)
+
+
+def _epoch_line(e: dict) -> str:
+    """`fit step N  C c ...` for a head's fit, else `epoch N/M ...`; accuracy where the epoch has it,
+    a VAE's reconstruction and KL terms where it has those."""
+    def scores(split: str) -> str:
+        acc = f" acc {e[f'{split}_accuracy']:.3f}" if e.get(f"{split}_accuracy") is not None else ""
+        return f"{split} loss {e[f'{split}_loss']:.4f}{acc}"
+
+    parts = [f"fit step {e['epoch']}  C {e['c']:g}" if e.get("fit") else f"epoch {e['epoch']}/{e['epochs']}",
+             scores("train")]
+    if e.get("val_loss") is not None:
+        parts.append(scores("val"))
+    split = "val" if e.get("val_loss") is not None else "train"
+    if f"{split}_kl" in e:
+        parts.append(f"(recon {e[f'{split}_recon']:.4f}, kl {e[f'{split}_kl']:.4f})")
+    return "  ".join(parts) + f"  {e['elapsed']:.1f}s" + ("  *" if e.get("best") else "")

@@ -27,6 +27,17 @@ def snapshot(model: Classifier) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items() if k in trainable or k in buffers}
 
 
+
+def warmup_cosine(opt: torch.optim.Optimizer, warmup: int, steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """The rate of every run and pretraining: a linear warm-up over `warmup` steps, then a cosine decay to zero."""
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
+
+    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
 class LoopPart:
     """The Trainer's optimisation loop (a part of tlgui.train.Trainer)."""
 
@@ -46,13 +57,7 @@ class LoopPart:
         else:
             opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
         warmup = min(int(cfg.warmup_epochs * steps / max(cfg.epochs, 1)), steps // 3)
-
-        def factor(step: int) -> float:  # linear warm-up, then cosine decay to zero
-            if step < warmup:
-                return (step + 1) / warmup
-            return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
-
-        return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
+        return opt, warmup_cosine(opt, warmup, steps)
 
     def _logits(self, model: Classifier, x, cached: bool) -> torch.Tensor:
         with autocast(self.device, self.amp_dtype):

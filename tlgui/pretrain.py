@@ -11,7 +11,6 @@ from __future__ import annotations
 import io
 import json
 import math
-import sys
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -26,8 +25,9 @@ from .batches import decode_images, index_batches
 from .datasets import TABLE_EXTS, Dataset, _build_images, _read_with_budget, read_dataset
 from .backbones.encoder import DEFAULT_WIDTHS, METHODS, ConvEncoder, save_encoder
 from .errors import TlguiError
-from .events import Emitter, Listener, StopRequested
+from .events import Emitter, Listener, MetricsLog, StopRequested
 from .images import IMAGE_EXTS
+from .loop import warmup_cosine
 from .runs import atomic_write
 from .sources import is_hidden, open_source
 from .device import pick_device, seed_everything
@@ -191,25 +191,6 @@ class PretrainResult:
     model: nn.Module | None = None  # the best model, on the CPU
 
 
-class PretrainLog:
-    """`metrics.jsonl`: one line per epoch and split, flushed at once so readers see it live."""
-
-    def __init__(self, path: Path):
-        self.path = Path(path)
-        self.path.write_text("")
-
-    def __call__(self, e: dict) -> None:
-        if e["event"] != "epoch":
-            return
-        with self.path.open("a") as f:
-            for split in ("train", "val"):
-                if e.get(f"{split}_loss") is None:
-                    continue
-                row = {"epoch": e["epoch"], "split": split, "loss": e[f"{split}_loss"], "elapsed": e["elapsed"]}
-                row.update({k: e[f"{split}_{k}"] for k in ("recon", "kl") if f"{split}_{k}" in e})
-                f.write(json.dumps(row) + "\n")
-
-
 def channel_stats(pixels: torch.Tensor) -> tuple[list[float], list[float]]:
     """Per-channel mean and std of uint8 pictures in [0, 1] units, in chunks to spare memory."""
     total = torch.zeros(3, dtype=torch.float64)
@@ -229,7 +210,7 @@ class Pretrainer:
                  listeners: list[Listener] | tuple = (), stop: threading.Event | None = None):
         self.config, self.dataset, self.out_dir = config, dataset, Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        self.emit = Emitter([PretrainLog(self.out_dir / "metrics.jsonl"), *listeners], stop)
+        self.emit = Emitter([MetricsLog(self.out_dir / "metrics.jsonl"), *listeners], stop)
         self.device = pick_device(config.device)
         self.mean = self.std = torch.zeros(1, 3, 1, 1)  # the training pictures' own, set once they are decoded
 
@@ -278,14 +259,7 @@ class Pretrainer:
         return {k: v / len(pixels) for k, v in sums.items()}
 
     def _schedule(self, opt: torch.optim.Optimizer, steps: int):
-        warmup = max(1, min(steps // 10, 100))
-
-        def factor(step: int) -> float:  # linear warm-up, then cosine decay to zero
-            if step < warmup:
-                return (step + 1) / warmup
-            return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
-
-        return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+        return warmup_cosine(opt, max(1, min(steps // 10, 100)), steps)
 
     def _run(self, t0: float) -> PretrainResult:
         cfg, ds = self.config, self.dataset
@@ -406,23 +380,3 @@ def save_reconstructions(path: Path, model: nn.Module, pixels: torch.Tensor, bat
     atomic_write(path, buf.getvalue())
     return path
 
-
-def print_progress(e: dict, out=None) -> None:
-    """The CLI's listener: one line per epoch and per phase."""
-    out = out or sys.stdout  # looked up now, so that a redirected stdout is honoured
-    kind = e["event"]
-    if kind == "started":
-        print(f"pretraining a {e['method']} on {e['device']}: {e['train_size']} train / {e['val_size']} val images "
-              f"at {e['image_size']} px, {e['epochs']} epochs", file=out, flush=True)
-    elif kind == "preparing" and e.get("done") == e.get("total"):
-        print(f"{e['what']}: {e['total']} done", file=out, flush=True)
-    elif kind == "epoch":
-        parts = [f"epoch {e['epoch']}/{e['epochs']}", f"train loss {e['train_loss']:.4f}"]
-        if e.get("val_loss") is not None:
-            parts.append(f"val loss {e['val_loss']:.4f}")
-        split = "val" if e.get("val_loss") is not None else "train"
-        if f"{split}_kl" in e:
-            parts.append(f"(recon {e[f'{split}_recon']:.4f}, kl {e[f'{split}_kl']:.4f})")
-        print("  ".join(parts) + f"  {e['elapsed']:.1f}s" + ("  *" if e.get("best") else ""), file=out, flush=True)
-    elif kind == "stopped":
-        print("stopped: kept the best encoder so far", file=out, flush=True)

