@@ -22,6 +22,7 @@ import torch.nn.functional as F
 C_GRID = (1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0, 3.0, 10.0)  # strong to weak regularisation
 GROUP = 10  # L-BFGS iterations per reported point
 MAX_ITER = 300  # per fit; a well-scaled probe converges in tens
+RTOL = 1e-4  # a group of steps that gains less than this share of the objective ends the fit
 PATIENCE = 2  # grid points past the best, all worse on validation, before the walk stops
 IMBALANCE = 3.0  # largest class over smallest at which `class_weights auto` turns on
 
@@ -85,7 +86,7 @@ def fit(model, feats: list[torch.Tensor], y: torch.Tensor, c: float, weight=None
         loss = _loss(model, feats, y, weight)
         total = loss + 0.5 * l2 * sum((p * p).sum() for p in _penalised(model))
         total.backward()
-        closure.loss = loss.item()
+        closure.loss, closure.total = loss.item(), total.item()
         return total
 
     with flush_denormals():
@@ -93,7 +94,11 @@ def fit(model, feats: list[torch.Tensor], y: torch.Tensor, c: float, weight=None
 
 
 def _iterate(opt, closure, params, on_group) -> tuple[float, int]:
-    steps = 0
+    """L-BFGS in groups of GROUP iterations until it converges: its own tolerances, or a group that
+    lowered the objective by less than RTOL of it. On real 1,280-wide features the tolerances may
+    never fire in float32: the last hundreds of steps move the objective in its fourth digit and
+    held-out accuracy not at all (10,000 Fashion-MNIST features: 300 steps a C without the rule)."""
+    steps, before = 0, None
     while steps < MAX_ITER:
         opt.step(closure)
         done = opt.state[params[0]]["n_iter"] - steps
@@ -102,6 +107,9 @@ def _iterate(opt, closure, params, on_group) -> tuple[float, int]:
             on_group(steps, closure.loss)
         if done < GROUP:  # L-BFGS stopped on its tolerance before the group ended: converged
             break
+        if before is not None and before - closure.total < RTOL * abs(closure.total):
+            break
+        before = closure.total
     return closure.loss, steps
 
 
