@@ -11,6 +11,8 @@ budget, and keeps whichever scores better on validation.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from .errors import TlguiError
@@ -56,16 +58,24 @@ def stage_groups(model, top_lr: float, decay: float = STAGE_DECAY) -> list[dict]
 
 
 def choose(probe_accuracy: float | None, tuned_accuracy: float | None, estimate: float | None, budget: float,
-           ran: bool) -> dict:
-    """What `auto` did and why, for results.json, tlgui.json, the card and the status."""
+           ran: bool, wins: tuple[int, int] | None = None) -> dict:
+    """What `auto` did and why, for results.json, tlgui.json, the card and the status.
+
+    `wins`: validation examples LP-FT got right and the probe wrong, and the other way round. LP-FT
+    replaces the probe only where its lead is beyond the validation set's noise (McNemar's test at
+    one standard deviation: lead > sqrt(examples they disagree on)). On a few dozen validation
+    examples a lead of one or two is chance, and the probe is the steadier model."""
     record = {"budget_s": budget, "lpft_estimate_s": estimate, "probe_val_accuracy": probe_accuracy,
               "lpft_val_accuracy": tuned_accuracy, "lpft_ran": ran}
     if not ran:
         record.update(chosen="probe", margin=None)
-    else:
-        better = tuned_accuracy is not None and probe_accuracy is not None and tuned_accuracy > probe_accuracy
-        record.update(chosen="lp-ft" if better else "probe",
-                      margin=None if tuned_accuracy is None or probe_accuracy is None else tuned_accuracy - probe_accuracy)
+        return record
+    margin = None if tuned_accuracy is None or probe_accuracy is None else tuned_accuracy - probe_accuracy
+    better = margin is not None and margin > 0
+    if wins is not None:
+        record.update(lpft_wins=int(wins[0]), probe_wins=int(wins[1]))
+        better = wins[0] - wins[1] > math.sqrt(wins[0] + wins[1])
+    record.update(chosen="lp-ft" if better else "probe", margin=margin)
     return record
 
 
@@ -80,6 +90,10 @@ def describe(record: dict) -> str:
     margin = 100 * (record["margin"] or 0.0)
     if record["chosen"] == "lp-ft":
         return f"auto: LP-FT kept, {margin:+.1f} points of validation accuracy over the linear probe"
+    if margin > 0:  # ahead, but within the validation set's noise
+        return (f"auto: linear probe kept, LP-FT scored {margin:+.1f} points on validation, within chance "
+                f"(validation examples only LP-FT got right: {record.get('lpft_wins', 0)}, only the probe: "
+                f"{record.get('probe_wins', 0)})")
     return f"auto: linear probe kept, LP-FT scored {margin:+.1f} points on validation"
 
 

@@ -50,7 +50,9 @@ def probe_run(trainer, model, tr, va, train_idx, val_idx, generator, t0):
     steps = history[-1]["epoch"] if history else 0
     if chosen and chosen["chosen"] == "lp-ft":
         steps = chosen["lpft_best_epoch"]
-    return trainer._finish(model, va_report, idx_report, True, "finished", steps, history, t0, extra)
+    stopped = trainer.emit.stop.is_set()  # Stop during auto's fine-tuning: the probe is kept, the run says stopped
+    return trainer._finish(model, va_report, idx_report, True, "stopped" if stopped else "finished", steps, history,
+                           t0, extra)
 
 
 def _auto(trainer, model, probe, probe_val, feats, labels, tr, va, train_idx, val_idx, generator, t0, history) -> dict:
@@ -74,7 +76,11 @@ def _auto(trainer, model, probe, probe_val, feats, labels, tr, va, train_idx, va
         probes.fit_train_part(model, feats, labels, len(tr), probe)
     tuned, best_epoch = _fine_tune(trainer, model, train_idx, val_idx, generator, t0, history)
     tuned_acc = float((trainer.best_val[0] == va_labels).mean()) if trainer.best_val else None
-    record = lpft.choose(probe_acc, tuned_acc, estimate, budget, tuned)
+    wins = None
+    if trainer.best_val and probe_val:
+        tuned_right, probe_right = trainer.best_val[0] == va_labels, probe_val[0] == va_labels
+        wins = (int((tuned_right & ~probe_right).sum()), int((probe_right & ~tuned_right).sum()))
+    record = lpft.choose(probe_acc, tuned_acc, estimate, budget, tuned, wins)
     record["lpft_best_epoch"] = best_epoch
     if record["chosen"] == "probe":
         model.load_state_dict(kept)
