@@ -53,7 +53,7 @@ def accuracy_history(folder: Path) -> list[float]:
 def test_transfer_kinds_recipe_and_comparison(page: Page, app_server, animal_zip):
     runs_root = app_server["runs"]
     open_app(page, app_server["url"])
-    small_settings(page, epochs=8, image_size="64 px")
+    small_settings(page, epochs=8, image_size="64 px", freeze="all")
     frozen = train(page, runs_root)
     assert "parameters: pretrained weights, feature extraction" in card(frozen)
 
@@ -97,8 +97,8 @@ def test_transfer_kinds_recipe_and_comparison(page: Page, app_server, animal_zip
     page.click("#recipe-apply-btn")
     expect(page.locator("#recipe-message")).to_contain_text("Applied", timeout=LOAD_S)
     expect(page.locator("#epochs input")).to_have_value("8")
-    # the recipe was saved with the page's default freeze, `auto`
-    expect(page.locator("#freeze input[role=combobox]")).to_have_value(t("freeze_auto_choice"))
+    # the recipe was saved with the first run's freeze, `all` (the page since went on to `none`)
+    expect(page.locator("#freeze input[role=combobox]")).to_have_value("all")
     expect(page.locator("#cli-command")).to_contain_text("--image-size 64")
     expect(page.locator("#cli-command")).not_to_contain_text("--no-pretrained")
 

@@ -22,6 +22,7 @@ from playwright.sync_api import expect
 
 import hostile_files as hostile
 from conftest import ROOT, start_app
+from test_app_browser import small_settings
 
 RUN_S = 300
 
@@ -182,6 +183,7 @@ def test_eight_browsers_train_at_once_and_see_only_their_own(public_server, brow
         for page in pages:
             expect(page.locator("#runs-empty")).to_be_visible(timeout=90_000)  # a new browser: no runs yet
             expect(page.locator("#dataset-summary")).to_contain_text("fashion-mnist", timeout=90_000)
+            small_settings(page, epochs=1, image_size="32 px", freeze="all")  # isolation is the point, not the model
         for page in pages:
             page.click("#train-btn")
         for page in pages:
@@ -198,7 +200,6 @@ def test_eight_browsers_train_at_once_and_see_only_their_own(public_server, brow
     finally:
         for ctx in contexts:
             ctx.close()
-
 
 
 def test_the_owner_is_the_key_the_page_sends_not_the_session(public_server, tiny_zip, tmp_path):
