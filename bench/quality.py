@@ -134,30 +134,37 @@ def one_set(name, train_path, test_path, backbone, seeds, args, work) -> dict[st
     return scores
 
 
+def fit_features(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """EfficientNet-Lite0 features of n Fashion-MNIST pictures at 32 px and their labels, shuffled;
+    computed once and kept in the temp folder."""
+    from realdata import fashion_mnist as fm
+
+    images, labels, _ = fm(n // 10)
+    stored = Path(tempfile.gettempdir()) / f"tlgui-quality-speed-{n}.pt"
+    if stored.exists():
+        feats = torch.load(stored, weights_only=True)
+    else:
+        model = build_classifier(RunConfig(image_size=32), 10).eval()
+        x = torch.from_numpy(np.repeat(images[:, None], 3, axis=1))
+        with torch.inference_mode():
+            feats = torch.cat([model.backbones[0](x[i:i + 256].float() / 255) for i in range(0, n, 256)])
+        torch.save(feats, stored)
+    order = torch.from_numpy(np.random.default_rng(0).permutation(n))
+    return feats[order].clone(), torch.from_numpy(labels)[order]
+
+
 def fit_speed(n: int = 10_000) -> dict:
     """The frozen fit (walk of the C grid + refit) on n x 1,280 real features against scikit-learn over the same grid."""
     from sklearn.linear_model import LogisticRegression
 
-    from realdata import fashion_mnist as fm
     from tlgui import head_fit
     from tlgui.model import Classifier
     from tlgui.probe import run_probe
 
     torch.set_num_threads(2)
-    images, labels, _ = fm(n // 10)
-    model = build_classifier(RunConfig(image_size=32), 10).eval()
-    x = torch.from_numpy(np.repeat(images[:, None], 3, axis=1))
-    stored = Path(tempfile.gettempdir()) / f"tlgui-quality-speed-{n}.pt"
-    if stored.exists():
-        feats = torch.load(stored)
-    else:
-        with torch.inference_mode():
-            feats = torch.cat([model.backbones[0](x[i:i + 256].float() / 255) for i in range(0, n, 256)])
-        torch.save(feats, stored)
-    order = torch.from_numpy(np.random.default_rng(0).permutation(n))
-    feats, y = feats[order].clone(), torch.from_numpy(labels)[order]
+    feats, y = fit_features(n)
     n_tr = int(0.8 * n)
-    head = Classifier(list(model.backbones), "concat", 10)
+    head = Classifier([build_classifier(RunConfig(image_size=32), 10).backbones[0]], "concat", 10)
     t = time.perf_counter()
     probe = run_probe(head, [feats], y, n_tr, "auto", 0, 0, lambda *a, **k: None, lambda: None, t)
     ours = time.perf_counter() - t

@@ -33,7 +33,8 @@ pytestmark = pytest.mark.usefixtures("own_feature_cache")
 
 @pytest.fixture(scope="module")
 def features():
-    """EfficientNet-Lite0 features of 240 + 120 real pictures, standardised with the first part's statistics."""
+    """EfficientNet-Lite0 features of 240 + 120 real pictures, as stored (`raw`) and standardised with the first
+    part's statistics (`x`, what the head sees; the fit standardises `raw` itself)."""
     images, labels, _ = fashion_mnist(90, classes=CLASSES)
     backbone = build_backbone("efficientnet_lite0", image_size=32).eval()
     x = torch.from_numpy(np.repeat(images[:, None], 3, axis=1)).float() / 255
@@ -43,7 +44,7 @@ def features():
     f, y = f[order].clone(), torch.from_numpy(labels[order])
     model = Classifier([backbone], "concat", len(CLASSES))
     model.scale.fit([f[:240]])
-    return model, model.scale([f])[0].detach(), y
+    return model, f, model.scale([f])[0].detach(), y
 
 
 def _objective(model, x, y, c) -> float:
@@ -53,10 +54,10 @@ def _objective(model, x, y, c) -> float:
 
 
 def test_frozen_head_reaches_scikit_learns_optimum(features):
-    model, x, y = features
+    model, raw, x, y = features
     tr, ytr = x[:240], y[:240]
     model.head[-1].reset_parameters()
-    loss, steps = head_fit.fit(model, [tr], ytr, 1.0)
+    loss, steps = head_fit.fit(model, [raw[:240]], ytr, 1.0)
     sk = LogisticRegression(C=1.0, max_iter=10_000, tol=1e-10).fit(tr.numpy(), ytr.numpy())
     with torch.no_grad():
         ours = _objective(model, tr, ytr, 1.0)
@@ -68,9 +69,9 @@ def test_frozen_head_reaches_scikit_learns_optimum(features):
 
 
 def test_strength_is_chosen_on_validation(features):
-    model, x, y = features
+    model, raw, x, y = features
     tr, ytr, va, yva = x[:240], y[:240], x[240:], y[240:]
-    w = head_fit.walk(model, [tr], ytr, [va], yva)
+    w = head_fit.walk(model, [raw[:240]], ytr, [raw[240:]], yva)
     chosen = head_fit.best_index(w.val_accuracy, w.val_loss)
     sk = [float((LogisticRegression(C=c, max_iter=5000).fit(tr.numpy(), ytr.numpy()).predict(va.numpy())
                  == yva.numpy()).mean()) for c in w.cs]

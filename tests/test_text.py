@@ -160,7 +160,7 @@ def test_cli_minilm_learns_and_predicts(minilm_run, reviews, capsys):
 def test_minilm_bundle_reproduces_the_run(minilm_run, reviews, monkeypatch):
     """The bundle alone, without the pretrained package, gives the validation predictions and
     scores the run computed in memory."""
-    monkeypatch.setattr(text_backbones, "_installed", lambda package: None)
+    monkeypatch.setattr(text_backbones, "package_dir", lambda package: None)
     results = json.loads((minilm_run / "results.json").read_text())
     ds = read_dataset(reviews[0])
     ds.assign_splits(0.2, 0)
@@ -178,7 +178,7 @@ def test_glove_bilstm_learns_and_round_trips(reviews, tmp_path, monkeypatch):
     config = RunConfig(backbones=["glove_bilstm"], epochs=8, lr=3e-3, max_length=64, patience=0)
     result = train(config, read_dataset(reviews[0]), tmp_path)
     assert _accuracy(result.model, reviews[1]) > 0.6
-    monkeypatch.setattr(text_backbones, "_installed", lambda package: None)  # GloVe gone: the bundle suffices
+    monkeypatch.setattr(text_backbones, "package_dir", lambda package: None)  # GloVe gone: the bundle suffices
     text_backbones._glove.cache_clear()
     texts = [POSITIVE, NEGATIVE, "", "zzqx unknownword", "word " * 2000]
     _probabilities_match(result.model, result.bundle, texts)

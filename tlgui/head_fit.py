@@ -7,6 +7,10 @@ leave it undertrained. The L2 strength is picked from a small log grid of C valu
 as scikit-learn's LogisticRegression counts it (objective: C * summed loss + |W|^2 / 2), walked
 from strong to weak, each fit warm-started from the previous one. The model is then refitted
 with the chosen C on every labelled example, as a tuned scikit-learn baseline would be.
+
+Features come in as stored (float32, or float16 for big sets) and are standardised by the model's
+own `scale` a block of CHUNK rows at a time, each block's gradient added up: a fit holds no second
+copy of the features, however many there are.
 """
 
 from __future__ import annotations
@@ -22,7 +26,8 @@ import torch.nn.functional as F
 C_GRID = (1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0, 3.0, 10.0)  # strong to weak regularisation
 GROUP = 10  # L-BFGS iterations per reported point
 MAX_ITER = 300  # per fit; a well-scaled probe converges in tens
-RTOL = 1e-4  # a group of steps that gains less than this share of the objective ends the fit
+RTOL = 1e-5  # a group of steps that gains less than this share of the objective ends the fit
+CHUNK = 8192  # rows standardised and pushed through the head at once
 PATIENCE = 2  # grid points past the best, all worse on validation, before the walk stops
 IMBALANCE = 3.0  # largest class over smallest at which `class_weights auto` turns on
 
@@ -63,19 +68,33 @@ def no_denormals(grad: torch.Tensor) -> torch.Tensor:
     return grad.masked_fill(grad.abs() < 1e-30, 0.0)
 
 
-def _loss(model, feats, y, weight) -> torch.Tensor:
-    logits = model.head(model.fusion(feats)).float()
-    if logits.requires_grad:
-        logits.register_hook(no_denormals)
-    return F.cross_entropy(logits, y, weight=weight)
+def _logits(model, feats: list[torch.Tensor], rows: slice) -> torch.Tensor:
+    """The head's logits of `rows`, as `model.classify` computes them. For concat fusion the scale is
+    folded into the linear layer, (x - m) / s @ W.T = x @ (W / s).T - m @ (W / s).T, so that no
+    standardised copy of the rows is made (2.5 times less CPU a step on 10,000 x 1,280 features)."""
+    if model.fusion.mode != "concat":
+        return model.head(model.fusion(model.scale([f[rows] for f in feats]))).float()
+    linear = model.head[-1]
+    out, start = linear.bias, 0
+    for i, f in enumerate(feats):
+        w = linear.weight[:, start:start + f.shape[1]] / getattr(model.scale, f"std{i}")
+        out = out + f[rows].float() @ w.T - getattr(model.scale, f"mean{i}") @ w.T
+        start += f.shape[1]
+    return out
+
+
+def _chunks(n: int) -> list[slice]:
+    return [slice(i, min(i + CHUNK, n)) for i in range(0, n, CHUNK)]
 
 
 def fit(model, feats: list[torch.Tensor], y: torch.Tensor, c: float, weight=None,
         on_group: Callable[[int, float], None] | None = None) -> tuple[float, int]:
-    """Fit fusion and head on standardised `feats` to convergence for this C, starting from their
-    current weights. Returns (final training loss, L-BFGS iterations)."""
+    """Fit fusion and head on the features `feats` (standardised by `model.scale`, fitted before) to
+    convergence for this C, starting from their current weights. Returns (final training loss,
+    L-BFGS iterations)."""
     params = _params(model)
     l2 = 1.0 / (c * len(y))  # C * sum(loss) + |W|^2/2, divided by C * n
+    total_weight = float(weight[y].sum()) if weight is not None else float(len(y))  # cross_entropy's mean
     opt = torch.optim.LBFGS(params, lr=1, max_iter=GROUP, history_size=20, tolerance_grad=1e-5,
                             tolerance_change=1e-9, line_search_fn="strong_wolfe")
     model.fusion.eval()
@@ -83,11 +102,17 @@ def fit(model, feats: list[torch.Tensor], y: torch.Tensor, c: float, weight=None
 
     def closure():
         opt.zero_grad(set_to_none=True)
-        loss = _loss(model, feats, y, weight)
-        total = loss + 0.5 * l2 * sum((p * p).sum() for p in _penalised(model))
-        total.backward()
-        closure.loss, closure.total = loss.item(), total.item()
-        return total
+        loss = 0.0
+        for rows in _chunks(len(y)):  # each block's graph freed by its own backward
+            logits = _logits(model, feats, rows)
+            logits.register_hook(no_denormals)
+            part = F.cross_entropy(logits, y[rows], weight=weight, reduction="sum") / total_weight
+            part.backward()
+            loss += part.item()
+        penalty = 0.5 * l2 * sum((p * p).sum() for p in _penalised(model))
+        penalty.backward()
+        closure.loss, closure.total = loss, loss + penalty.item()
+        return torch.tensor(closure.total)
 
     with flush_denormals():
         return _iterate(opt, closure, params, on_group)
@@ -96,7 +121,7 @@ def fit(model, feats: list[torch.Tensor], y: torch.Tensor, c: float, weight=None
 def _iterate(opt, closure, params, on_group) -> tuple[float, int]:
     """L-BFGS in groups of GROUP iterations until it converges: its own tolerances, or a group that
     lowered the objective by less than RTOL of it. On real 1,280-wide features the tolerances may
-    never fire in float32: the last hundreds of steps move the objective in its fourth digit and
+    never fire in float32: the last hundreds of steps move the objective in its fifth digit and
     held-out accuracy not at all (10,000 Fashion-MNIST features: 300 steps a C without the rule)."""
     steps, before = 0, None
     while steps < MAX_ITER:
@@ -115,10 +140,10 @@ def _iterate(opt, closure, params, on_group) -> tuple[float, int]:
 
 @torch.no_grad()
 def scores(model, feats, y, weight=None) -> tuple[float, float, np.ndarray]:
-    """(loss, accuracy, probabilities) of the head on standardised features."""
+    """(loss, accuracy, probabilities) of the head on the features `feats`."""
     model.fusion.eval()
     model.head.eval()
-    logits = model.head(model.fusion(feats)).float()
+    logits = torch.cat([_logits(model, feats, rows) for rows in _chunks(len(y))])
     return (F.cross_entropy(logits, y, weight=weight).item(), (logits.argmax(1) == y).float().mean().item(),
             logits.softmax(1).cpu().numpy())
 

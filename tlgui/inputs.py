@@ -17,6 +17,9 @@ from .featcache import FeatureCache, feature_key
 from .model import Classifier, build_classifier
 
 STORE_ROWS = 4096  # feature rows handed to the cache at a time
+# Stored features past this size in float32 are kept as float16: half the memory, the one thing a
+# frozen run's memory grows with (the head's fit reads them a block at a time, in float32).
+HALF_ABOVE_MB = 256
 KIND_WORDS = {"image": "images", "text": "texts"}
 
 
@@ -59,6 +62,7 @@ class Inputs:
     def __init__(self, data, labels: np.ndarray):
         self.data = data  # uint8 tensor (N,3,S,S), list[str], or list of (N, D) feature tensors
         self.labels = torch.as_tensor(labels, dtype=torch.long)
+        self.joined: list[torch.Tensor] | None = None  # stored features: both splits' block, train rows first
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -88,10 +92,12 @@ class InputsPart:
         cached = uses_stored_features(model, self.config, ds.task)
         if cached:
             feats = [f.to(self.device) for f in self.features(model, order)]
-            data_tr, data_va = [f[:n] for f in feats], [f[n:] for f in feats]
-        else:  # one choice for both splits: their sizes added up decide where the pictures are held
-            kind = loader.choose_kind(len(order), decode_size(model) or 0, self.out_dir) if ds.task == "image" else ""
-            data_tr, data_va = self._inputs(model, train_idx, kind), self._inputs(model, val_idx, kind)
+            tr, va = Inputs([f[:n] for f in feats], ds.labels[train_idx]), Inputs([f[n:] for f in feats], ds.labels[val_idx])
+            tr.joined = va.joined = feats  # views of one block: the fit takes every row with no copy
+            return tr, va, True
+        # one choice for both splits: their sizes added up decide where the pictures are held
+        kind = loader.choose_kind(len(order), decode_size(model) or 0, self.out_dir) if ds.task == "image" else ""
+        data_tr, data_va = self._inputs(model, train_idx, kind), self._inputs(model, val_idx, kind)
         return Inputs(data_tr, ds.labels[train_idx]), Inputs(data_va, ds.labels[val_idx]), cached
 
     def _inputs(self, model: Classifier, indices: np.ndarray, kind: str = "memory"):
@@ -125,8 +131,10 @@ class InputsPart:
 
         def put(k: int, rows: list[int], feats: torch.Tensor) -> None:
             if out[k] is None:
-                out[k] = torch.empty((len(digests), *feats.shape[1:]), dtype=torch.float32)
-            out[k][rows] = feats
+                big = len(digests) * feats.shape[1] * 4 > HALF_ABOVE_MB * 1024**2
+                with torch.inference_mode(False):  # called while extracting: the head's fit needs a normal tensor
+                    out[k] = torch.empty((len(digests), *feats.shape[1:]), dtype=torch.float16 if big else torch.float32)
+            out[k][rows] = feats.to(out[k].dtype)
 
         for k, f in enumerate(found):
             rows = [j for j, d in enumerate(digests) if d in f]
@@ -138,7 +146,7 @@ class InputsPart:
                 for k in which:
                     for s in range(0, len(miss), STORE_ROWS):  # in blocks: no second copy of them all
                         part = miss[s:s + STORE_ROWS]
-                        cache.store(keys[k], [digests[j] for j in part], out[k][part])
+                        cache.store(keys[k], [digests[j] for j in part], out[k][part].float())
 
         need = sorted(set().union(*missing))
         if need:

@@ -19,7 +19,8 @@ from .inputs import Inputs
 
 
 def _all_rows(tr, va) -> tuple[list[torch.Tensor], torch.Tensor]:
-    feats = [torch.cat([a, b]) for a, b in zip(tr.data, va.data)]
+    feats = tr.joined if tr.joined is not None and tr.joined is va.joined else [
+        torch.cat([a, b]) for a, b in zip(tr.data, va.data)]
     return feats, torch.cat([tr.labels, va.labels]).to(feats[0].device)
 
 

@@ -107,7 +107,7 @@ def run_probe(model, feats: list[torch.Tensor], labels: torch.Tensor, n_train: i
 
 def refit_all(model, feats: list[torch.Tensor], labels: torch.Tensor, probe: Probe) -> None:
     """After a probe fitted on the training part only: the head again on every row."""
-    refit(model, model.scale(feats), labels, probe, probe.weight, probe.report)
+    refit(model, feats, labels, probe, probe.weight, probe.report)
 
 
 def fit_train_part(model, feats: list[torch.Tensor], labels: torch.Tensor, n_train: int, probe: Probe) -> None:
@@ -115,7 +115,7 @@ def fit_train_part(model, feats: list[torch.Tensor], labels: torch.Tensor, n_tra
     validation rows stay unseen by the model that fine-tuning starts from)."""
     tr = [f[:n_train] for f in feats]
     model.scale.fit(tr)
-    head_fit.fit(model, model.scale(tr), labels[:n_train], probe.c, probe.weight)
+    head_fit.fit(model, tr, labels[:n_train], probe.c, probe.weight)
 
 
 def _restart(model, start: dict) -> dict | None:
@@ -127,24 +127,23 @@ def _validate(model, feats, labels, n_train, weight, report, check_stop, refit_a
     tr, va = [f[:n_train] for f in feats], [f[n_train:] for f in feats]
     ytr, yva = labels[:n_train], labels[n_train:]
     model.scale.fit(tr)
-    s_tr, s_va = model.scale(tr), model.scale(va)
     if not len(yva):  # nothing to choose on: scikit-learn's default strength
-        _, steps = head_fit.fit(model, s_tr, ytr, 1.0, weight, _points(report, model, s_tr, ytr, None, None, 1.0, weight))
+        _, steps = head_fit.fit(model, tr, ytr, 1.0, weight, _points(report, model, tr, ytr, None, None, 1.0, weight))
         return Probe(c=1.0, steps=steps)
-    walk = head_fit.walk(model, s_tr, ytr, s_va, yva, weight, _with_train(report, model, s_tr, ytr, weight), check_stop,
+    walk = head_fit.walk(model, tr, ytr, va, yva, weight, _with_train(report, model, tr, ytr, weight), check_stop,
                          restart=restart)
     b = head_fit.best_index(walk.val_accuracy, walk.val_loss)
     head_fit.load_state(model, walk.states[b])
     probe = Probe(c=walk.cs[b], steps=walk.steps, val_loss=walk.val_loss[b], val_accuracy=walk.val_accuracy[b],
                   val_probs=walk.val_probs[b], val_pred=walk.val_probs[b].argmax(1))
     if refit_all:  # the held-out scores stay those above; the saved head sees every example
-        refit(model, [torch.cat([a, b_]) for a, b_ in zip(s_tr, s_va)], torch.cat([ytr, yva]), probe, weight, report)
+        refit(model, feats, labels, probe, weight, report)
     return probe
 
 
-def refit(model, s_all: list[torch.Tensor], y_all: torch.Tensor, probe: Probe, weight, report) -> None:
-    """Fit the head again, at the chosen C, on every labelled example (standardised features)."""
-    _, steps = head_fit.fit(model, s_all, y_all, probe.c, weight)  # no points: nothing is held out to score
+def refit(model, feats: list[torch.Tensor], y_all: torch.Tensor, probe: Probe, weight, report) -> None:
+    """Fit the head again, at the chosen C, on every labelled example (the scale stays the training part's)."""
+    _, steps = head_fit.fit(model, feats, y_all, probe.c, weight)  # no points: nothing is held out to score
     probe.steps += steps
     probe.refit_all = True
 
@@ -161,9 +160,8 @@ def _cross_validate(model, feats, labels, k, seed, weight, report, check_stop, s
         _reset(model, start)
         tr, va = [f[keep] for f in feats], [f[hold] for f in feats]
         model.scale.fit(tr)
-        s_tr, s_va = model.scale(tr), model.scale(va)
-        w = head_fit.walk(model, s_tr, labels[keep], s_va, labels[hold], weight,
-                          _with_train(report, model, s_tr, labels[keep], weight), check_stop, restart=_restart(model, start))
+        w = head_fit.walk(model, tr, labels[keep], va, labels[hold], weight,
+                          _with_train(report, model, tr, labels[keep], weight), check_stop, restart=_restart(model, start))
         report.advance(w.steps)
         walks.append(w)
         order.append(part)
@@ -177,27 +175,26 @@ def _cross_validate(model, feats, labels, k, seed, weight, report, check_stop, s
         probs[part] = w.val_probs[b]  # out-of-fold: every example scored by a head that never saw it
     _reset(model, start)
     model.scale.fit(feats)
-    s_all = model.scale(feats)
-    _, steps = head_fit.fit(model, s_all, labels, c, weight)
+    _, steps = head_fit.fit(model, feats, labels, c, weight)
     return Probe(c=c, steps=sum(w.steps for w in walks) + steps, val_loss=loss[b], val_accuracy=acc[b],
                  val_pred=probs.argmax(1), val_probs=probs, folds=[w.val_accuracy[b] for w in walks], refit_all=True)
 
 
-def _with_train(report, model, s_tr, ytr, weight):
+def _with_train(report, model, tr, ytr, weight):
     """A walk's point with the training accuracy added (one more pass over the training rows)."""
 
     def point(p: dict) -> None:
-        p["train_accuracy"] = head_fit.scores(model, s_tr, ytr, weight)[1]
+        p["train_accuracy"] = head_fit.scores(model, tr, ytr, weight)[1]
         report(p)
 
     return point
 
 
-def _points(report, model, s_tr, ytr, s_va, yva, c, weight):
+def _points(report, model, tr, ytr, va, yva, c, weight):
     def group(steps: int, loss: float) -> None:
-        p = {"step": steps, "c": c, "train_loss": loss, "train_accuracy": head_fit.scores(model, s_tr, ytr, weight)[1]}
-        if s_va is not None:
-            p["val_loss"], p["val_accuracy"], _ = head_fit.scores(model, s_va, yva, weight)
+        p = {"step": steps, "c": c, "train_loss": loss, "train_accuracy": head_fit.scores(model, tr, ytr, weight)[1]}
+        if va is not None:
+            p["val_loss"], p["val_accuracy"], _ = head_fit.scores(model, va, yva, weight)
         report(p)
 
     return group

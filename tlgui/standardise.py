@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 MIN_STD = 1e-6  # a constant feature is left unscaled, never divided by zero
+CHUNK = 4096  # rows summed at once
 
 
 class FeatureScale(nn.Module):
@@ -32,11 +33,18 @@ class FeatureScale(nn.Module):
 
     @torch.no_grad()
     def fit(self, feats: list[torch.Tensor]) -> None:
-        """Statistics from these (training) features: per backbone, the mean and one scale."""
+        """Statistics from these (training) features: per backbone, the mean and one scale. Summed
+        in float64 a block at a time: no float32 copy of all the features is ever made."""
         for i, f in enumerate(feats):
-            f = f.float()
-            rms = f.var(0, unbiased=False).mean().sqrt()
-            getattr(self, f"mean{i}").copy_(f.mean(0))
+            total = torch.zeros(f.shape[1], dtype=torch.float64, device=f.device)
+            squares = torch.zeros_like(total)
+            for block in f.split(CHUNK):
+                block = block.double()
+                total += block.sum(0)
+                squares += (block * block).sum(0)
+            mean = total / max(len(f), 1)
+            rms = (squares / max(len(f), 1) - mean * mean).clamp_min(0).mean().sqrt()
+            getattr(self, f"mean{i}").copy_(mean)
             getattr(self, f"std{i}").fill_(rms.item() if rms > MIN_STD else 1.0)
 
     @property
