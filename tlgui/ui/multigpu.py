@@ -12,6 +12,7 @@ import time
 from ..distributed import PEER_LOST
 from ..errors import TlguiError
 from . import run_folders
+from .text import t
 
 POLL_S = 1.0
 
@@ -26,7 +27,7 @@ def all_gpus_work(job) -> str:
     """A job's `work` on all GPUs: Stop sends Ctrl-C to every process, which stop at the same batch."""
     source = (run_folders.read_meta(job.folder) or {}).get("source")
     if not source:
-        raise TlguiError("the dataset of this run is unknown: load it again, then press Train")
+        raise TlguiError(t("gpus_dataset_unknown"))
     launch = job.folder / "launch-config.json"
     job.config.save(launch)
     cmd = [sys.executable, "-m", "tlgui", "train", source, "--out", str(job.folder), "--config", str(launch),

@@ -11,6 +11,7 @@ from ..config import RunConfig
 from ..errors import TlguiError
 from ..runs import atomic_write
 from . import run_folders
+from .text import t
 
 FOLDER = ".recipes"
 MAX_NAME = 60
@@ -33,7 +34,7 @@ def as_recipe(config: RunConfig) -> dict:
 def save(root: Path, owner: str, name: str, config: RunConfig) -> str:
     slug = _slug(name or "")
     if not slug:
-        raise TlguiError("give the recipe a name (letters or digits) first")
+        raise TlguiError(t("recipe_name_needed"))
     folder = _folder(root, owner)
     folder.mkdir(parents=True, exist_ok=True)
     if not (folder / f"{slug}.json").exists() and len(list(folder.glob("*.json"))) >= PER_OWNER:
@@ -59,4 +60,4 @@ def load(root: Path, owner: str, key: str) -> RunConfig:
     try:
         return RunConfig.from_dict(json.loads(path.read_text())["config"])
     except (OSError, ValueError, KeyError, TypeError):
-        raise TlguiError("that recipe is gone or damaged: save it again") from None
+        raise TlguiError(t("recipe_gone")) from None

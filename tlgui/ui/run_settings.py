@@ -49,7 +49,7 @@ def make_config(values: dict) -> RunConfig:
     try:
         settings = {name: FORMS[name][0](value) for name, value in values.items() if name in FORMS}
     except (TypeError, ValueError):
-        raise TlguiError("a setting is empty or not a number: check the advanced settings") from None
+        raise TlguiError(t("setting_not_a_number")) from None
     return RunConfig(**settings, pretrained=values.get("start_from") != "scratch")
 
 

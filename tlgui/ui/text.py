@@ -143,6 +143,10 @@ TEXT: dict[str, str] = {
     "settings_warning": "**Warning:** {reason}",
     "no_backbones": "no {task} backbone is installed: see `python -m tlgui backbones`",
     "pick_backbone": "pick at least one backbone",
+    "setting_not_a_number": "a setting is empty or not a number: check the advanced settings",
+    "gpus_dataset_unknown": "the dataset of this run is unknown: load it again, then press Train",
+    "recipe_name_needed": "give the recipe a name (letters or digits) first",
+    "recipe_gone": "that recipe is gone or damaged: save it again",
     "wrong_task": "{name} works on {kind}, but the dataset holds {data}: choose a backbone for {data}",
     # train
     "train_btn": "Train",
