@@ -40,7 +40,7 @@ class AppContext:
     def owner(self, request: gr.Request | None, key: str | None = None) -> str:
         """The caller. Every handler gets the browser's stored key (`page.owner`) as an input and
         passes it here: a server restart with the tab open, or a click before the page's load
-        event ended, then still finds the browser's run_folders. Without a key (a program), the session's."""
+        event ended, then still finds the browser's runs. Without a key (a program), the session's."""
         return key if is_owner_key(key) else self.sessions.owner(request)
 
     def run_folder(self, run_id: str | None, request: gr.Request | None, key: str | None = None) -> Path:

@@ -92,7 +92,7 @@ def start_model(ctx: AppContext, owner: str, config: RunConfig, values: dict) ->
 
 
 def _owned_encoder(ctx: AppContext, owner: str, path: str) -> bool:
-    """An own encoder named by an earlier model must be a file in one of the owner's run_folders."""
+    """An own encoder named by an earlier model must be a file in one of the owner's runs."""
     p = Path(path)
     try:
         inside = p.resolve().parent.parent == ctx.settings.runs_root.resolve()

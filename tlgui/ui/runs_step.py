@@ -22,7 +22,7 @@ def run_label(meta: dict) -> str:
 
 
 def recipe_choices(ctx: AppContext, owner: str, metas: list[dict] | None = None) -> list[tuple[str, str]]:
-    """The owner's saved recipes, then the settings of each of their run_folders."""
+    """The owner's saved recipes, then the settings of each of their runs."""
     root = ctx.settings.runs_root
     metas = run_folders.list_runs(root, owner) if metas is None else metas
     return ([(t("recipe_choice", name=name), f"recipe:{key}") for name, key in recipes.names(root, owner)]
