@@ -169,7 +169,7 @@ def test_a_webcam_picture_is_added_to_the_class(browser_type, app_url, app_serve
         message(page, "Class cam added")
         page.get_by_text("Click to Access Webcam").click()
         page.click('#webcam button[aria-label="capture photo"]', timeout=LOAD_S)
-        for _ in range(30):  # the captured frame uploads in the background: until then the page asks for one
+        for _ in range(90):  # the captured frame uploads in the background: until then the page asks for one
             page.click("#webcam-add-btn")
             page.wait_for_timeout(1000)
             if "Added 1 picture(s) to cam" in page.inner_text("#builder-message"):

@@ -134,7 +134,9 @@ def test_pixel_bomb_to_try_it_is_refused_fast_and_small(public_server, trained, 
     label, message = trained["client"].predict(handle_file(str(bomb)), None, api_name="/predict")
     seconds = time.monotonic() - t0
     assert message.startswith("**Error:** that picture was refused: too large (900 megapixels"), message
-    assert seconds < 1.0, seconds
+    # refused from the header: decoding 900 megapixels would take minutes and gigabytes. The bound is loose
+    # (a shared 2-core machine answers the round trip in 0.2-2 s); the memory bound is the strict one
+    assert seconds < 10.0, seconds
     assert peak_bytes(pid) - base < 300 * 1024**2
 
 
