@@ -1,4 +1,4 @@
-"""How should frozen features be scaled before the linear head? Appends to bench/QUALITY.md.
+"""How should frozen features be scaled before the linear head? Writes its section of bench/QUALITY.md.
 
 Same frozen features, scikit-learn LogisticRegression, C tuned on a 20% validation part (or by
 5-fold cross-validation) from a decade grid, then refitted on every labelled example; test accuracy
@@ -21,6 +21,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "bench")]
 
+import report  # noqa: E402
 from quality import features  # noqa: E402
 from realdata import animal_mnist, fashion_mnist, movie_reviews, write_class_zip, write_text_table  # noqa: E402
 from sklearn.linear_model import LogisticRegression  # noqa: E402
@@ -87,14 +88,13 @@ def main() -> None:
                 rows.append(row)
                 print(row, flush=True)
     cols = list(rows[0])[1:]
-    lines = ["", "## Scaling the frozen features (bench/feature_scaling.py)", "",
-             f"{args.labelled} labelled examples (pictures at {args.size} px), test accuracy, scikit-learn's "
+    lines = [f"{args.labelled} labelled examples (pictures at {args.size} px), test accuracy, scikit-learn's "
              "LogisticRegression refitted on every labelled example.", "",
              "| set | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
     lines += [f"| {r['set']} | " + " | ".join(f"{100 * r[c]:.1f}" for c in cols) + " |" for r in rows]
     lines.append("| mean | " + " | ".join(f"{100 * np.mean([r[c] for r in rows]):.1f}" for c in cols) + " |")
-    with open(ROOT / "bench" / "QUALITY.md", "a") as f:
-        f.write("\n".join(lines) + "\n")
+    report.put(ROOT / "bench" / "QUALITY.md", "## Scaling the frozen features (`bench/feature_scaling.py`)",
+               "\n".join(lines))
 
 
 if __name__ == "__main__":

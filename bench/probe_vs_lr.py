@@ -31,6 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "bench")]
 
 from quality import features  # noqa: E402
+import report  # noqa: E402
 from realdata import animal_mnist, fashion_mnist, movie_reviews, write_class_zip, write_text_table  # noqa: E402
 from tlgui.datasets import read_dataset  # noqa: E402
 from tlgui.fusion import build_fusion  # noqa: E402
@@ -109,8 +110,7 @@ def main() -> None:
                     scores[m].append(fn(x, y, tr, va, xte, yte))
                 print(name, draw, {m: round(s[-1], 4) for m, s in scores.items()}, flush=True)
             rows.append((name, scores))
-    lines = ["", "## tlgui's frozen head against tuned logistic regression, many draws (`bench/probe_vs_lr.py`)", "",
-             f"Same frozen features; {args.draws} draws of {args.labelled} labelled examples (80% train, 20% "
+    lines = [f"Same frozen features; {args.draws} draws of {args.labelled} labelled examples (80% train, 20% "
              f"validation) from a pool, test accuracy on a fixed test part; mean ± standard error over draws. "
              f"{(time.perf_counter() - t0) / 60:.0f} min on a shared 2-core CPU.", "",
              "| set | " + " | ".join(METHODS) + " | tlgui - LR tuned |", "|---" * (len(METHODS) + 2) + "|"]
@@ -118,8 +118,8 @@ def main() -> None:
         cells = [f"{100 * np.mean(s):.1f} ± {100 * np.std(s) / np.sqrt(len(s)):.1f}" for s in scores.values()]
         diff = 100 * (np.array(scores["tlgui"]) - np.array(scores["LR tuned"]))
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {diff.mean():+.1f} ± {diff.std() / np.sqrt(len(diff)):.1f} |")
-    with open(ROOT / "bench" / "QUALITY.md", "a") as f:
-        f.write("\n".join(lines) + "\n")
+    report.put(ROOT / "bench" / "QUALITY.md",
+               "## tlgui's frozen head against tuned logistic regression, many draws (`bench/probe_vs_lr.py`)", "\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -51,13 +51,13 @@ def check_folds(k: int, labels: np.ndarray) -> None:
 
 
 def _reset(model, initial: dict[str, torch.Tensor]) -> None:
-    head_fit.load_state(model, {k: v.clone() for k, v in initial.items()})
+    head_fit.load_head(model, initial)
 
 
 def initial_state(model) -> dict[str, torch.Tensor]:
     """Where every fit starts: the fusion as built, the linear layer at zero (the convex problem's
     natural start, and the same from any seed)."""
-    state = {k: v.detach().clone() for k, v in head_fit._state(model).items()}
+    state = head_fit.head_state(model)
     if model.fusion.mode != "concat":  # a non-convex fit: the head keeps its random start
         return state
     for k in state:
@@ -99,7 +99,7 @@ def run_probe(model, feats: list[torch.Tensor], labels: torch.Tensor, n_train: i
     if folds and folds > 1:
         probe = _cross_validate(model, feats, labels, folds, seed, weight, report, check_stop, start)
     else:
-        probe = _validate(model, feats, labels, n_train, weight, report, check_stop, refit_all, _restart(model, start))
+        probe = _validate(model, feats, labels, n_train, weight, report, check_stop, refit_all)
     probe.class_weights = weight.tolist() if weight is not None else None
     probe.weight, probe.report = weight, report
     return probe
@@ -118,27 +118,20 @@ def fit_train_part(model, feats: list[torch.Tensor], labels: torch.Tensor, n_tra
     head_fit.fit(model, tr, labels[:n_train], probe.c, probe.weight)
 
 
-def _restart(model, start: dict) -> dict | None:
-    """Where each C of a walk starts: the previous C's fit (convex concat), or `start` (non-convex fusions)."""
-    return None if model.fusion.mode == "concat" else start
-
-
-def _validate(model, feats, labels, n_train, weight, report, check_stop, refit_all, restart) -> Probe:
+def _validate(model, feats, labels, n_train, weight, report, check_stop, refit_all) -> Probe:
     tr, va = [f[:n_train] for f in feats], [f[n_train:] for f in feats]
     ytr, yva = labels[:n_train], labels[n_train:]
     model.scale.fit(tr)
     if not len(yva):  # nothing to choose on: scikit-learn's default strength
-        _, steps = head_fit.fit(model, tr, ytr, 1.0, weight, _points(report, model, tr, ytr, None, None, 1.0, weight))
+        _, steps = head_fit.fit(model, tr, ytr, 1.0, weight, _points(report, 1.0))
         return Probe(c=1.0, steps=steps)
-    walk = head_fit.walk(model, tr, ytr, va, yva, weight, _with_train(report, model, tr, ytr, weight), check_stop,
-                         restart=restart)
-    b = head_fit.best_index(walk.val_accuracy, walk.val_loss)
-    head_fit.load_state(model, walk.states[b])
-    probe = Probe(c=walk.cs[b], steps=walk.steps, val_loss=walk.val_loss[b], val_accuracy=walk.val_accuracy[b],
-                  val_probs=walk.val_probs[b], val_pred=walk.val_probs[b].argmax(1))
-    if refit_all:  # the held-out scores stay those above; the saved head sees every example
-        refit(model, feats, labels, probe, weight, report)
-    return probe
+    walk = head_fit.walk(model, tr, ytr, va, yva, weight, report, check_stop)
+    b = walk.best()
+    walk.problem.load(walk.states[b])
+    # The chosen C to convergence: on every example (the held-out scores stay the walk's), or on the training part.
+    _, steps = walk.problem.fit(walk.cs[b], (0, 1) if refit_all else (0,))
+    return Probe(c=walk.cs[b], steps=walk.steps + steps, val_loss=walk.val_loss[b], val_accuracy=walk.val_accuracy[b],
+                 val_probs=walk.val_probs[b], val_pred=walk.val_probs[b].argmax(1), refit_all=refit_all)
 
 
 def refit(model, feats: list[torch.Tensor], y_all: torch.Tensor, probe: Probe, weight, report) -> None:
@@ -160,8 +153,7 @@ def _cross_validate(model, feats, labels, k, seed, weight, report, check_stop, s
         _reset(model, start)
         tr, va = [f[keep] for f in feats], [f[hold] for f in feats]
         model.scale.fit(tr)
-        w = head_fit.walk(model, tr, labels[keep], va, labels[hold], weight,
-                          _with_train(report, model, tr, labels[keep], weight), check_stop, restart=_restart(model, start))
+        w = head_fit.walk(model, tr, labels[keep], va, labels[hold], weight, report, check_stop)
         report.advance(w.steps)
         walks.append(w)
         order.append(part)
@@ -180,21 +172,10 @@ def _cross_validate(model, feats, labels, k, seed, weight, report, check_stop, s
                  val_pred=probs.argmax(1), val_probs=probs, folds=[w.val_accuracy[b] for w in walks], refit_all=True)
 
 
-def _with_train(report, model, tr, ytr, weight):
-    """A walk's point with the training accuracy added (one more pass over the training rows)."""
+def _points(report, c):
+    """A fit's points with nothing held out: the training part's loss and accuracy."""
 
-    def point(p: dict) -> None:
-        p["train_accuracy"] = head_fit.scores(model, tr, ytr, weight)[1]
-        report(p)
-
-    return point
-
-
-def _points(report, model, tr, ytr, va, yva, c, weight):
-    def group(steps: int, loss: float) -> None:
-        p = {"step": steps, "c": c, "train_loss": loss, "train_accuracy": head_fit.scores(model, tr, ytr, weight)[1]}
-        if va is not None:
-            p["val_loss"], p["val_accuracy"], _ = head_fit.scores(model, va, yva, weight)
-        report(p)
+    def group(steps: int, loss: float, accuracy: float) -> None:
+        report({"step": steps, "c": c, "train_loss": loss, "train_accuracy": accuracy})
 
     return group
