@@ -99,13 +99,18 @@ def child(args) -> dict:
     stop = threading.Event()
     batches = []
 
+    def resident_mb() -> float:  # now, not the peak: where in the run memory grows
+        return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
     def listen(e: dict) -> None:
         now = time.process_time() if args.clock == "cpu" else time.perf_counter()
         kind = e["event"]
         if kind == "started":
             marks["started"] = now
+            marks["rss_started"] = resident_mb()
         elif kind == "preparing" and e.get("what") == "computing features" and e.get("done") == e.get("total"):
             marks["features"] = now  # extraction done: what follows is the head's fit
+            marks["rss_features"] = resident_mb()
         elif kind == "batch":
             batches.append(now)
             if not frozen and len(batches) >= args.steps:
@@ -113,6 +118,7 @@ def child(args) -> dict:
         elif kind == "epoch" and "epoch" not in marks:
             marks["epoch"] = now
             marks["val_accuracy"] = e.get("val_accuracy")
+            marks["rss_fit"] = resident_mb()  # the fit's first point: its problem is built
 
     out = Path(args.out)
     t0 = time.perf_counter()
@@ -125,6 +131,7 @@ def child(args) -> dict:
         row["s_per_picture"] = (marks["features"] - marks["started"]) / n
         row["fit_s"] = round(marks["epoch"] - marks["features"], 2)  # to the fit's first reported point
         row["val_accuracy"] = marks.get("val_accuracy")
+        row.update({k: round(v) for k, v in marks.items() if k.startswith("rss_")})
     else:
         steps = len(batches) - 1
         row["prepare_s_per_picture"] = (batches[0] - marks["started"]) / n  # decode-once store, if any

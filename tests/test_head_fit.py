@@ -68,6 +68,22 @@ def test_frozen_head_reaches_scikit_learns_optimum(features):
     assert ours <= theirs * 1.001 + 1e-3, (ours, theirs)  # at scikit-learn's optimum, within 0.1%
 
 
+def test_float16_features_fit_like_float32(features):
+    """Big sets keep their features as float16, which the fit reads where they lie (float32 ones it
+    turns to their principal axes first): both ways reach the same head."""
+    model, raw, x, y = features
+    found = []
+    for stored in (raw[:240], raw[:240].half()):
+        with torch.no_grad():
+            model.head[-1].weight.zero_()
+            model.head[-1].bias.zero_()
+        head_fit.fit(model, [stored], y[:240], 0.1)
+        with torch.no_grad():
+            found.append((_objective(model, x[:240], y[:240], 0.1), model.head[-1](x[240:]).argmax(1)))
+    assert found[1][0] == pytest.approx(found[0][0], rel=0.01)
+    assert (found[0][1] == found[1][1]).float().mean() > 0.95
+
+
 def test_strength_is_chosen_on_validation(features):
     model, raw, x, y = features
     tr, ytr, va, yva = x[:240], y[:240], x[240:], y[240:]
@@ -121,6 +137,7 @@ def test_frozen_run_is_a_converged_fit(clothes, tmp_path):
     m = result.metrics
     assert m["fit_steps"] > 0 and m["refit_on_all"] and m["c"] in head_fit.C_GRID
     assert all(h["fit"] for h in result.history) and m["accuracy"] > 0.8
+    assert max(h["val_loss"] for h in result.history) < np.log(4)  # the live curve scores the fit as it goes
     assert load_bundle(result.bundle).model.scale.fitted  # the statistics travel in the bundle
 
 

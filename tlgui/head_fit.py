@@ -98,21 +98,21 @@ def _lbfgs(params: list[torch.Tensor], closure, rtol: float, on_group, tolerance
 class Linear:
     """A concat head as the convex problem it is, in the principal axes of the standardised rows.
 
-    `parts` are blocks of rows (the training part, the validation part); each keeps its own copy of
-    the rows turned to the axes, in the features' own dtype, r numbers a row where r <= 1,280 is
-    the count of axes with variance. The parameters L-BFGS moves are each axis's weights times the
-    square root of the loss's curvature along it (`_scales`), which evens out the steps it needs."""
+    `parts` are blocks of rows (the training part, the validation part). A float32 part is kept
+    turned to the axes, r numbers a row where r <= 1,280 is the count of axes with variance: each
+    pass reads fewer numbers. A float16 part (a big set) is read where it lies, standardised a block
+    at a time, with the weights turned back to the features' own axes: no second copy of it. The
+    parameters L-BFGS moves are each axis's weights times the square root of the loss's curvature
+    along it (`_scales`), which evens out the steps it needs."""
 
     def __init__(self, model, parts: list[list[torch.Tensor]], labels: list[torch.Tensor], weight=None):
-        self.model, self.labels, self.weight = model, labels, weight
-        scale = model.scale
-        blocks = lambda f: (torch.cat([(x[rows].float() - getattr(scale, f"mean{i}")) / getattr(scale, f"std{i}")  # noqa: E731
-                                       for i, x in enumerate(f)], 1) for rows in _chunks(len(f[0])))
+        self.model, self.labels, self.weight, self.parts = model, labels, weight, parts
         width = sum(x.shape[1] for x in parts[0])
         gram = torch.zeros(width, width, device=labels[0].device)
         for f in parts:
-            for b in blocks(f):
-                gram.addmm_(b.T, b)
+            for rows in _chunks(len(f[0])):
+                x = self._standardised(f, rows)
+                gram.addmm_(x.T, x)
         gram /= max(sum(len(y) for y in labels), 1)
         try:
             var, axes = torch.linalg.eigh(gram)
@@ -123,39 +123,59 @@ class Linear:
         r = min(int((share < 1 - LEFT_OUT).sum()) + 1, len(var))
         self.var, self.axes = var[:r], axes[:, :r].contiguous()
         self.width = r
-        self.rows = []
-        for f in parts:  # filled a block at a time: no float32 copy of a float16 part
-            turned = torch.empty(len(f[0]), r, dtype=f[0].dtype, device=f[0].device)
-            for rows, b in zip(_chunks(len(f[0])), blocks(f)):
-                turned[rows] = b @ self.axes
-            self.rows.append(turned)
+        self.turned = [self._turn(f) if f[0].dtype == torch.float32 else None for f in parts]
         self.onehot = [F.one_hot(y, model.head[-1].out_features).float() for y in labels]
         self.row_weight = [weight[y] if weight is not None else torch.ones(len(y), device=y.device) for y in labels]
         linear = model.head[-1]
         self.w = (linear.weight.detach() @ self.axes).clone()
         self.b = linear.bias.detach().clone()
 
+    def _turn(self, f: list[torch.Tensor]) -> torch.Tensor:
+        out = torch.empty(len(f[0]), self.width, device=f[0].device)
+        for rows in _chunks(len(f[0])):
+            out[rows] = self._standardised(f, rows) @ self.axes
+        return out
+
+    def _standardised(self, f: list[torch.Tensor], rows: slice) -> torch.Tensor:
+        """Rows of the features `f`, standardised by the model's scale and joined, in float32."""
+        scale = self.model.scale
+        return torch.cat([(x[rows].float() - getattr(scale, f"mean{i}")) / getattr(scale, f"std{i}")
+                          for i, x in enumerate(f)], 1)
+
     def _blocks(self, which):
-        """(rows, labels, one-hot labels, row weights) of parts `which`: a float32 part whole, a
-        float16 one a block of CHUNK rows at a time, turned to float32 as it is read."""
+        """(rows, turned, labels, one-hot labels, row weights) of parts `which`: a turned part whole,
+        another a block of CHUNK standardised rows at a time."""
         for i in which:
-            whole = self.rows[i].dtype == torch.float32
-            for rows in [slice(None)] if whole else _chunks(len(self.labels[i])):
-                yield self.rows[i][rows].float(), self.labels[i][rows], self.onehot[i][rows], self.row_weight[i][rows]
+            y, onehot, rw = self.labels[i], self.onehot[i], self.row_weight[i]
+            if self.turned[i] is not None:
+                yield self.turned[i], True, y, onehot, rw
+            else:
+                for rows in _chunks(len(y)):
+                    yield self._standardised(self.parts[i], rows), False, y[rows], onehot[rows], rw[rows]
+
+    def _logits(self, which, w, b):
+        """(logits, rows, turned, labels, one-hot labels, row weights) a block at a time."""
+        own = w @ self.axes.T  # the weights in the features' own axes, for the parts read where they lie
+        for x, turned, *rest in self._blocks(which):
+            yield (torch.addmm(b, x, (w if turned else own).T), x, turned, *rest)
 
     def _pass(self, which, w, b):
         """Weighted summed loss, correct count, and the summed gradients over parts `which`."""
         loss, correct = 0.0, 0
-        gw, gb = torch.zeros_like(w), torch.zeros_like(b)
-        for z, y, onehot, rw in self._blocks(which):
-            logits = torch.addmm(b, z, w.T)
+        gw, gb, g_own = torch.zeros_like(w), torch.zeros_like(b), None
+        for logits, x, turned, y, onehot, rw in self._logits(which, w, b):
             lse = logits.logsumexp(1)
             loss += float(rw @ (lse - logits.gather(1, y[:, None]).squeeze(1)))
             correct += int((logits.argmax(1) == y).sum())
             # Probabilities below e^-80 are left at e^-80: never a denormal float (see flush_denormals).
             g = logits.sub_(lse[:, None]).clamp_min_(-80.0).exp_().sub_(onehot).mul_(rw[:, None])
-            gw.addmm_(g.T, z)
+            if turned:
+                gw.addmm_(g.T, x)
+            else:
+                g_own = g.T @ x if g_own is None else g_own.addmm_(g.T, x)
             gb += g.sum(0)
+        if g_own is not None:
+            gw += g_own @ self.axes
         return loss, correct, gw, gb
 
     @torch.no_grad()
@@ -164,8 +184,8 @@ class Linear:
         starts: mean p(1 - p) of the class times the axis's variance, plus l2. A fixed bound (p(1 - p)
         <= 1/4) would overstate it for confident classes and slow the fit where the data separate."""
         curvature = torch.zeros_like(self.b)
-        for z, *_ in self._blocks(which):
-            p = torch.addmm(self.b, z, self.w.T).softmax(1)
+        for logits, *_ in self._logits(which, self.w, self.b):
+            p = logits.softmax(1)
             curvature += (p * (1 - p)).sum(0)
         n = sum(len(self.labels[i]) for i in which)
         return (curvature[:, None] / max(n, 1) * self.var + l2).sqrt()
@@ -181,7 +201,8 @@ class Linear:
 
         def closure():
             w = v.detach() / d
-            loss, correct, gw, gb = self._pass(which, w, b.detach())
+            self.w, self.b = w, b.detach()  # what `scores` reads between groups of steps
+            loss, correct, gw, gb = self._pass(which, w, self.b)
             penalty = 0.5 * l2 * float((w * w).sum())
             v.grad = (gw / total_weight + l2 * w) / d
             b.grad = gb / total_weight
@@ -195,7 +216,7 @@ class Linear:
     @torch.no_grad()
     def scores(self, i: int) -> tuple[float, float, np.ndarray]:
         """(loss, accuracy, probabilities) of the head on part i."""
-        logits = torch.cat([torch.addmm(self.b, z, self.w.T) for z, *_ in self._blocks((i,))])
+        logits = torch.cat([logits for logits, *_ in self._logits((i,), self.w, self.b)])
         return _scores(logits, self.labels[i], self.weight)
 
     def state(self) -> dict:

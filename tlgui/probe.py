@@ -155,6 +155,7 @@ def _cross_validate(model, feats, labels, k, seed, weight, report, check_stop, s
         model.scale.fit(tr)
         w = head_fit.walk(model, tr, labels[keep], va, labels[hold], weight, report, check_stop)
         report.advance(w.steps)
+        w.problem = None  # its copy of the fold's rows is not needed past the fold
         walks.append(w)
         order.append(part)
     reached = min(len(w.cs) for w in walks)  # the grid points every fold reached
