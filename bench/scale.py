@@ -173,9 +173,13 @@ def write_markdown(rows: list[dict], args, path: Path) -> None:
              f"{MEMORY_MB_AT_224 * (args.image_size / 224) ** 2:.0f} MB at {args.image_size} px): every size picks "
              "the store it would pick at 224 px.", "",
              "## Frozen feature extraction (pictures decoded, embedded and dropped batch by batch)", "",
-             "| pictures | peak RSS MB | RSS / smallest | s per picture | / smallest |", "|---:|---:|---:|---:|---:|"]
+             "Resident MB at three moments, then the peak: the run started, the last picture's features computed, "
+             "the head's fit under way (its first reported point).", "",
+             "| pictures | started | features | fit | peak RSS MB | RSS / smallest | s per picture | / smallest |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in f:
-        lines.append(f"| {r['n']:,} | {r['peak_rss_mb']} | {r['peak_rss_mb'] / f[0]['peak_rss_mb']:.2f} | "
+        lines.append(f"| {r['n']:,} | {r.get('rss_started', '')} | {r.get('rss_features', '')} | {r.get('rss_fit', '')} | "
+                     f"{r['peak_rss_mb']} | {r['peak_rss_mb'] / f[0]['peak_rss_mb']:.2f} | "
                      f"{r['s_per_picture'] * 1000:.2f} ms | {r['s_per_picture'] / f[0]['s_per_picture']:.2f} |")
     lines += ["", f"## Fine-tuning: {args.steps} steps of 32 pictures (freeze none)", "",
               "The store is chosen by size: `memory` while the decoded pictures fit the budget, else a decode-once "
@@ -204,10 +208,14 @@ def write_markdown(rows: list[dict], args, path: Path) -> None:
 NOTES = [
     "## Reading it", "",
     "- Frozen: a set that fits the in-memory budget is decoded at once, as before; a bigger one is decoded, "
-    "embedded and dropped batch by batch. What grows is the features kept: 1,280 fp32 numbers, 5 KB a picture, "
-    "330 MB at 64,000. At 32 px the fixed part of a run (torch, the model, the file list) is about 900 MB, so "
-    "those 330 MB are more than a quarter of it: the 64k/1k ratio cannot reach 1.25 while features stay in fp32 "
-    "in memory. Before, a 224 px frozen run held every decoded picture too: 1.45 GB at 1,000 and 2.15 GB at "
+    "embedded and dropped batch by batch. What stays is one block of features: 1,280 numbers a picture, kept as "
+    "float16 past 256 MB (164 MB at 64,000). The head's fit reads that block where it lies: the train and "
+    "validation parts are views of it, and the fit standardises 4,096 rows at a time. Those passing 20 MB blocks "
+    "used to pile up as resident memory (glibc keeps freed blocks of up to 32 MB for reuse): 1,446 MB at the "
+    "peak of the 64,000 run, 1,273 already at the fit's first point. A big set's run now has blocks of 16 MB or "
+    "more given back to the system when freed (`inputs.return_freed_blocks`); the same run peaked at 1,150 MB "
+    "with that setting given through glibc's environment, against 1,446 MB without, one after the other. "
+    "Before any of this, a 224 px frozen run held every decoded picture too: 1.45 GB at 1,000 and 2.15 GB at "
     "4,000 pictures, about 24 GB at 100,000.",
     "- Fine-tuning: once the decoded pictures pass the budget they go to a decode-once file under the run "
     "folder, read per batch (`os.preadv`, not a memory map, whose pages would count as the process's memory); "
