@@ -27,13 +27,13 @@ KIND_WORDS = {"image": "images", "text": "texts"}
 
 
 def return_freed_blocks() -> None:
-    """From now on, blocks of 16 MB or more go back to the system when freed. glibc keeps freed blocks
-    of up to 32 MB for reuse (its threshold for mapping them rises as they are freed), so the 20 MB
-    blocks a big set's fit passes through pile up as resident memory: 1,446 against 1,150 MB at the
-    peak of a 64,000-picture frozen run (bench/SCALE.md). Small runs keep the faster reuse."""
+    """From now on (in this process), blocks of 4 MB or more go back to the system when freed. glibc
+    keeps freed blocks of up to 32 MB for reuse (its threshold for mapping them rises as they are
+    freed), so the 20 MB blocks a frozen run's fit passes through pile up as resident memory: 1,446
+    against 1,158 MB at the peak of a 64,000-picture run (bench/SCALE.md), at the same speed."""
     if sys.platform.startswith("linux"):
         try:
-            ctypes.CDLL("libc.so.6").mallopt(-3, 16 << 20)  # M_MMAP_THRESHOLD; a fixed value stops its rise
+            ctypes.CDLL("libc.so.6").mallopt(-3, 4 << 20)  # M_MMAP_THRESHOLD; a fixed value stops its rise
         except (OSError, AttributeError):  # not glibc
             pass
 
@@ -147,8 +147,7 @@ class InputsPart:
         def put(k: int, rows: list[int], feats: torch.Tensor) -> None:
             if out[k] is None:
                 big = len(digests) * feats.shape[1] * 4 > HALF_ABOVE_MB * 1024**2
-                if big:
-                    return_freed_blocks()
+                return_freed_blocks()
                 with torch.inference_mode(False):  # called while extracting: the head's fit needs a normal tensor
                     out[k] = torch.empty((len(digests), *feats.shape[1:]), dtype=torch.float16 if big else torch.float32)
             out[k][rows] = feats.to(out[k].dtype)

@@ -235,6 +235,14 @@ def launch(host: str = "127.0.0.1", port: int = 7860, settings: AppSettings | No
     retention.start_sweeper(settings.runs_root, ctx.jobs.is_active)
     demo.queue(default_concurrency_limit=4, max_size=64)
     log.info("runs are kept in %s; %d run(s) train at a time", settings.runs_root, settings.max_jobs)
-    demo.launch(server_name=host, server_port=port, max_file_size=f"{settings.max_upload_mb}mb",
-                css=CSS_FILE.read_text(),  # no allowed_paths: run files go out only through serve.copy_out
-                theme=gr.themes.Soft(primary_hue="indigo", neutral_hue="slate"), show_error=False)
+    try:
+        demo.launch(server_name=host, server_port=port, max_file_size=f"{settings.max_upload_mb}mb",
+                    css=CSS_FILE.read_text(),  # no allowed_paths: run files go out only through serve.copy_out
+                    theme=gr.themes.Soft(primary_hue="indigo", neutral_hue="slate"), show_error=False)
+    except ValueError as e:
+        # Gradio's check that the page it serves answers gives up after one 3 s request; on a busy
+        # machine the server, already up, can be slower than that. It goes on serving.
+        if "localhost is not accessible" not in str(e):
+            raise
+        log.warning("the page answered Gradio's start-up check slowly; serving on")
+        demo.block_thread()
