@@ -156,8 +156,10 @@ class Linear:
 
     def _logits(self, which, w, b):
         """(logits, rows, turned, labels, one-hot labels, row weights) a block at a time."""
-        own = w @ self.axes.T  # the weights in the features' own axes, for the parts read where they lie
+        own = None  # the weights in the features' own axes, made once for the parts read where they lie
         for x, turned, *rest in self._blocks(which):
+            if not turned and own is None:
+                own = w @ self.axes.T
             yield (torch.addmm(b, x, (w if turned else own).T), x, turned, *rest)
 
     def _pass(self, which, w, b):
