@@ -106,8 +106,11 @@ def run_probe(model, feats: list[torch.Tensor], labels: torch.Tensor, n_train: i
 
 
 def refit_all(model, feats: list[torch.Tensor], labels: torch.Tensor, probe: Probe) -> None:
-    """After a probe fitted on the training part only: the head again on every row."""
-    refit(model, feats, labels, probe, probe.weight, probe.report)
+    """After a probe fitted on the training part only: the head again, at the chosen C, on every row
+    (the scale stays the training part's)."""
+    _, steps = head_fit.fit(model, feats, labels, probe.c, probe.weight)  # no points: nothing is held out to score
+    probe.steps += steps
+    probe.refit_all = True
 
 
 def fit_train_part(model, feats: list[torch.Tensor], labels: torch.Tensor, n_train: int, probe: Probe) -> None:
@@ -132,13 +135,6 @@ def _validate(model, feats, labels, n_train, weight, report, check_stop, refit_a
     _, steps = walk.problem.fit(walk.cs[b], (0, 1) if refit_all else (0,))
     return Probe(c=walk.cs[b], steps=walk.steps + steps, val_loss=walk.val_loss[b], val_accuracy=walk.val_accuracy[b],
                  val_probs=walk.val_probs[b], val_pred=walk.val_probs[b].argmax(1), refit_all=refit_all)
-
-
-def refit(model, feats: list[torch.Tensor], y_all: torch.Tensor, probe: Probe, weight, report) -> None:
-    """Fit the head again, at the chosen C, on every labelled example (the scale stays the training part's)."""
-    _, steps = head_fit.fit(model, feats, y_all, probe.c, weight)  # no points: nothing is held out to score
-    probe.steps += steps
-    probe.refit_all = True
 
 
 def _cross_validate(model, feats, labels, k, seed, weight, report, check_stop, start) -> Probe:
