@@ -24,9 +24,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 import realdata  # noqa: E402
-from tlgui.audit import audit  # noqa: E402
+
 from tlgui.config import RunConfig  # noqa: E402
-from tlgui.datasets import read_dataset  # noqa: E402
+from tlgui.data.datasets import read_dataset  # noqa: E402
+from tlgui.training.audit import audit  # noqa: E402
 
 
 def one(per_class: int, size: int, seed: int, backbone: str) -> dict:

@@ -26,9 +26,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from realdata import fashion_mnist, write_class_zip  # noqa: E402
-from tlgui.backbones import build_backbone  # noqa: E402
-from tlgui.batches import decode_images  # noqa: E402
-from tlgui.datasets import read_dataset  # noqa: E402
+
+from tlgui.data.batches import decode_images  # noqa: E402
+from tlgui.data.datasets import read_dataset  # noqa: E402
+from tlgui.nets.backbones import build_backbone  # noqa: E402
 
 
 def cli(*args, env) -> float:

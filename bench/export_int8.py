@@ -28,10 +28,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tlgui.config import RunConfig  # noqa: E402
-from tlgui.datasets import read_dataset  # noqa: E402
-from tlgui.export import _closest_int8  # noqa: E402
-from tlgui.export_check import pixels, probe_from_dataset, reference  # noqa: E402
-from tlgui.train import train  # noqa: E402
+from tlgui.data.datasets import read_dataset  # noqa: E402
+from tlgui.outputs.export import _closest_int8  # noqa: E402
+from tlgui.outputs.export_check import pixels, probe_from_dataset, reference  # noqa: E402
+from tlgui.training.train import train  # noqa: E402
 
 
 def session(data: bytes, threads: int):
@@ -66,7 +66,7 @@ def main() -> None:
     args = ap.parse_args()
 
     ds = read_dataset(args.data)
-    config = RunConfig(epochs=10, image_size=args.image_size, export=["onnx"])
+    config = RunConfig(freeze="all", epochs=10, image_size=args.image_size, export=["onnx"])
     with tempfile.TemporaryDirectory() as tmp:
         result = train(config, ds, tmp)
         with zipfile.ZipFile(result.bundle) as z:

@@ -26,7 +26,8 @@ from quality import features  # noqa: E402
 from realdata import animal_mnist, fashion_mnist, movie_reviews, write_class_zip, write_text_table  # noqa: E402
 from sklearn.linear_model import LogisticRegression  # noqa: E402
 from sklearn.model_selection import StratifiedKFold  # noqa: E402
-from tlgui.datasets import read_dataset  # noqa: E402
+
+from tlgui.data.datasets import read_dataset  # noqa: E402
 
 GRID = [1e-3, 1e-2, 1e-1, 1.0, 10.0]
 SCALINGS = ("raw", "per feature", "global")

@@ -23,7 +23,8 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "bench")]
 import report  # noqa: E402
 from probe_vs_lr import Head  # noqa: E402
 from quality import fit_features  # noqa: E402
-from tlgui.probe import run_probe  # noqa: E402
+
+from tlgui.training.probe import run_probe  # noqa: E402
 
 
 def main() -> None:

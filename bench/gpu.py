@@ -29,11 +29,11 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tlgui.batches import decode_images  # noqa: E402
 from tlgui.config import RunConfig  # noqa: E402
-from tlgui.datasets import read_dataset  # noqa: E402
-from tlgui.model import build_classifier  # noqa: E402
-from tlgui.train import Trainer  # noqa: E402
+from tlgui.data.batches import decode_images  # noqa: E402
+from tlgui.data.datasets import read_dataset  # noqa: E402
+from tlgui.training.inputs import build_classifier  # noqa: E402
+from tlgui.training.train import Trainer  # noqa: E402
 
 CLASSES = ["t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle-boot"]
 BATCH = 128

@@ -30,13 +30,14 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "bench")]
 
-from quality import features  # noqa: E402
 import report  # noqa: E402
+from quality import features  # noqa: E402
 from realdata import animal_mnist, fashion_mnist, movie_reviews, write_class_zip, write_text_table  # noqa: E402
-from tlgui.datasets import read_dataset  # noqa: E402
-from tlgui.fusion import build_fusion  # noqa: E402
-from tlgui.probe import run_probe  # noqa: E402
-from tlgui.standardise import FeatureScale  # noqa: E402
+
+from tlgui.data.datasets import read_dataset  # noqa: E402
+from tlgui.nets.fusion import build_fusion  # noqa: E402
+from tlgui.nets.standardise import FeatureScale  # noqa: E402
+from tlgui.training.probe import run_probe  # noqa: E402
 
 GRID = [1e-4, 1e-3, 1e-2, 1e-1, 1, 10, 100]
 

@@ -35,13 +35,14 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "bench")]
 
 import report  # noqa: E402
 from realdata import animal_mnist, fashion_mnist, movie_reviews, write_class_zip, write_text_table  # noqa: E402
-from tlgui.batches import decode_images, decode_size  # noqa: E402
+
 from tlgui.config import RunConfig  # noqa: E402
-from tlgui.datasets import read_dataset  # noqa: E402
-from tlgui.evaluate import evaluate  # noqa: E402
-from tlgui.bundle import load_bundle  # noqa: E402
-from tlgui.model import build_classifier  # noqa: E402
-from tlgui.train import train  # noqa: E402
+from tlgui.data.batches import decode_images, decode_size  # noqa: E402
+from tlgui.data.datasets import read_dataset  # noqa: E402
+from tlgui.outputs.bundle import load_bundle  # noqa: E402
+from tlgui.outputs.evaluate import evaluate  # noqa: E402
+from tlgui.training.inputs import build_classifier  # noqa: E402
+from tlgui.training.train import train  # noqa: E402
 
 C_GRID = [1e-4, 1e-3, 1e-2, 1e-1, 1, 10, 100]
 ROWS = ["LR default C", "LR tuned C", "LR tuned C, scaled", "tlgui frozen", "tlgui probe (fine-tune size)",
@@ -158,9 +159,9 @@ def fit_speed(n: int = 10_000) -> dict:
     """The frozen fit (walk of the C grid + refit) on n x 1,280 real features against scikit-learn over the same grid."""
     from sklearn.linear_model import LogisticRegression
 
-    from tlgui import head_fit
-    from tlgui.model import Classifier
-    from tlgui.probe import run_probe
+    from tlgui.nets.model import Classifier
+    from tlgui.training import head_fit
+    from tlgui.training.probe import run_probe
 
     torch.set_num_threads(2)
     feats, y = fit_features(n)

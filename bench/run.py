@@ -34,14 +34,14 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tlgui import estimate  # noqa: E402
-from tlgui.backbones import build_backbone, get_info  # noqa: E402
-from tlgui.batches import decode_images, image_batch, uses_channels_last  # noqa: E402
 from tlgui.config import RunConfig  # noqa: E402
-from tlgui.datasets import read_dataset  # noqa: E402
-from tlgui.model import build_classifier  # noqa: E402
-from tlgui.device import pick_device, seed_everything  # noqa: E402
-from tlgui.train import train  # noqa: E402
+from tlgui.data.batches import decode_images, image_batch, uses_channels_last  # noqa: E402
+from tlgui.data.datasets import read_dataset  # noqa: E402
+from tlgui.nets.backbones import build_backbone, get_info  # noqa: E402
+from tlgui.training import estimate  # noqa: E402
+from tlgui.training.device import pick_device, seed_everything  # noqa: E402
+from tlgui.training.inputs import build_classifier  # noqa: E402
+from tlgui.training.train import train  # noqa: E402
 
 OFFLINE = ("efficientnet_lite0", "efficientnet_lite1", "mobilenet_v2")
 TARGETS = {"epochs": 1.3, "cache": 0.3, "finetune": 1.1}
@@ -266,7 +266,7 @@ def bench(work: Path) -> None:
         lines.append(line)
 
     # a first run pays once per process for imports and kernel set-up: not part of any row
-    timed_run(RunConfig(epochs=1), ds, work / "warm-up", cache=None)
+    timed_run(RunConfig(freeze="all", epochs=1), ds, work / "warm-up", cache=None)
 
     # rows 1, 2, 5: frozen default runs (efficientnet_lite0, native size, 10 epochs), and row 3:
     # one epoch of fine-tuning without augmentation, tlgui and a plain loop; rounds interleaved
@@ -274,9 +274,9 @@ def bench(work: Path) -> None:
     one, ten, again, plain, tl = [], [], [], [], []
     for r in range(args.repeat):
         cache = str(work / f"cache{r}")  # empty at each round's first 10-epoch run
-        one.append(timed_run(RunConfig(epochs=1), ds, work / f"frozen1-{r}", cache=None))
-        ten.append(timed_run(RunConfig(), ds, work / f"frozen10-{r}", cache=cache))
-        again.append(timed_run(RunConfig(), ds, work / f"frozen10-again-{r}", cache=cache))
+        one.append(timed_run(RunConfig(freeze="all", epochs=1), ds, work / f"frozen1-{r}", cache=None))
+        ten.append(timed_run(RunConfig(freeze="all"), ds, work / f"frozen10-{r}", cache=cache))
+        again.append(timed_run(RunConfig(freeze="all"), ds, work / f"frozen10-again-{r}", cache=cache))
         if not args.skip_finetune:
             plain.append(plain_finetune(tuned, ds, device))
             tl.append(timed_run(tuned, ds, work / f"tuned-{r}", cache=None))
@@ -349,13 +349,13 @@ NOTES = """## What the rows show, and what was chosen
 
 - Row 1: with every backbone frozen and no augmentation, features are computed once per run (each
   picture decoded once, one forward pass each) and the epochs train only the head on stored features.
-- Row 2: the disk cache (`tlgui/featcache.py`; `TLGUI_CACHE_DIR`, default `~/.cache/tlgui/features`;
+- Row 2: the disk cache (`tlgui/training/featcache.py`; `TLGUI_CACHE_DIR`, default `~/.cache/tlgui/features`;
   `TLGUI_CACHE_MB`, default 1024, 0 turns it off) keys features by a hash of the backbone's weights,
   its preprocessing and the decode size, and by each picture's content hash: a second run decodes
   nothing and runs no backbone, even on another split or a subset of the same pictures.
 - Row 3: a fine-tuning epoch costs what a plain loop costs; the fixed extras (time estimate,
   checkpoint, bundle) are a second or two.
-- Row 4, decoding: pictures are decoded and resized once per run (`tlgui/batches.py`), a small
+- Row 4, decoding: pictures are decoded and resized once per run (`tlgui/data/batches.py`), a small
   fraction of the forward pass's time (last column).
 - Row 4, layout: channels-last (NHWC) runs the offline convnets faster than NCHW on this CPU (oneDNN),
   so image models run channels-last on CPU and CUDA.

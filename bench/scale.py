@@ -85,8 +85,8 @@ def child(args) -> dict:
     import torch
 
     from tlgui.config import RunConfig
-    from tlgui.datasets import read_dataset
-    from tlgui.train import Trainer
+    from tlgui.data.datasets import read_dataset
+    from tlgui.training.train import Trainer
 
     torch.set_num_threads(args.threads)
     ds = read_dataset(args.table)

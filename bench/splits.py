@@ -17,7 +17,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tlgui.datasets import Dataset  # noqa: E402
+from tlgui.data.datasets import Dataset  # noqa: E402
 
 
 def per_class_loop(ds: Dataset, val_split: float, seed: int) -> list[str]:

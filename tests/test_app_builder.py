@@ -8,13 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import realdata
+from conftest import CHROMIUM, CHROMIUM_ARGS
 from gradio_client import Client, handle_file
 from playwright.sync_api import Page, expect
-
-import realdata
-from tlgui.datasets import read_dataset
-from conftest import CHROMIUM, CHROMIUM_ARGS
 from test_app_browser import LOAD_S, open_app, pick, predict, small_settings, upload, wait_ready, wait_status
+
+from tlgui.data.datasets import read_dataset
 
 TWO_CLASSES = ["bag", "trouser"]
 

@@ -1,8 +1,10 @@
-"""The tree's shape: the engine imports no Gradio, and no module of tlgui imports itself round a circle."""
+"""The tree's shape: packages by concern whose imports only go down the layers, no import circle,
+no Gradio in the engine, short functions."""
 
 from __future__ import annotations
 
 import ast
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -10,15 +12,28 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "tlgui"
 
+# lowest first: a module imports from its own layer and those below it, never from one above
+LAYERS = (
+    ("tlgui.errors", "tlgui.events", "tlgui.runs"),  # what every layer uses
+    ("tlgui.data",),
+    ("tlgui.nets",),
+    ("tlgui.config", "tlgui.public"),  # a run's recipe and a server's limits name the nets' fusions and backbones
+    ("tlgui.outputs",),
+    ("tlgui.training",),
+    ("tlgui", "tlgui.__main__", "tlgui.cli", "tlgui.ui"),  # the two faces
+)
+MAX_TOP_MODULES = 10
+MAX_FUNCTION_LINES = 80
 
-def _module_name(path: Path) -> str:
-    parts = path.relative_to(ROOT).with_suffix("").parts
+
+def _module_name(path: Path, root: Path = ROOT) -> str:
+    parts = path.relative_to(root).with_suffix("").parts
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def _imports(path: Path, modules: set[str]) -> set[str]:
+def _imports(path: Path, modules: set[str], root: Path = ROOT) -> set[str]:
     """tlgui modules `path` imports anywhere in its body (inside functions too: a late import still ties two modules)."""
-    name = _module_name(path)
+    name = _module_name(path, root)
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
@@ -40,10 +55,22 @@ def _imports(path: Path, modules: set[str]) -> set[str]:
     return found
 
 
-def _graph() -> dict[str, set[str]]:
-    paths = [p for p in PACKAGE.rglob("*.py")]
-    modules = {_module_name(p) for p in paths}
-    return {_module_name(p): _imports(p, modules) for p in paths}
+def _graph(package: Path = PACKAGE) -> dict[str, set[str]]:
+    root = package.parent
+    paths = list(package.rglob("*.py"))
+    modules = {_module_name(p, root) for p in paths}
+    return {_module_name(p, root): _imports(p, modules, root) for p in paths}
+
+
+def _layer(module: str) -> int | None:
+    """The layer of the longest prefix in LAYERS that names `module` or a package above it."""
+    placed = [(len(prefix), i) for i, layer in enumerate(LAYERS) for prefix in layer
+              if module == prefix or module.startswith(prefix + ".")]
+    return max(placed)[1] if placed else None
+
+
+def _upward(graph: dict[str, set[str]]) -> list[str]:
+    return sorted(f"{a} -> {b}" for a, targets in graph.items() for b in targets if _layer(b) > _layer(a))
 
 
 def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
@@ -70,12 +97,48 @@ def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
 
 def test_no_import_cycle():
     graph = _graph()
-    assert "tlgui.train" in graph and "tlgui.backbones.registry" in graph  # the walk sees the tree
+    assert "tlgui.training.train" in graph and "tlgui.nets.backbones.registry" in graph  # the walk sees the tree
     assert _cycle(graph) is None, " -> ".join(_cycle(graph))
 
 
 def test_cycle_check_finds_a_cycle():
     assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+
+
+def test_every_module_has_a_layer():
+    graph = _graph()
+    assert [m for m in graph if _layer(m) is None] == [], "add it to LAYERS"
+    assert _layer("tlgui.cli") > _layer("tlgui.training.train") > _layer("tlgui.outputs.bundle") > _layer(
+        "tlgui.nets.model") > _layer("tlgui.data.datasets") > _layer("tlgui.errors")
+
+
+def test_layers_import_downward_only():
+    assert _upward(_graph()) == []
+
+
+def test_layer_check_finds_a_planted_upward_import(tmp_path):
+    """The check reads the tree itself: an import from data up to training, planted in a copy, is named."""
+    copy = tmp_path / "tlgui"
+    shutil.copytree(PACKAGE, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    tables = copy / "data" / "tables.py"
+    tables.write_text(tables.read_text() + "\n\ndef _late():\n    from ..training.train import train\n")
+    assert _upward(_graph(copy)) == ["tlgui.data.tables -> tlgui.training.train"]
+
+
+def test_packages_by_concern():
+    """Few modules beside the packages, and each package says what it holds."""
+    top = sorted(p.name for p in PACKAGE.glob("*.py"))
+    assert len(top) <= MAX_TOP_MODULES, top
+    for init in PACKAGE.glob("*/__init__.py"):
+        assert ast.get_docstring(ast.parse(init.read_text())), f"{init} needs a docstring: what the package holds"
+
+
+def test_functions_are_short():
+    long = [f"{path.relative_to(ROOT)}:{node.name} ({node.end_lineno - node.lineno + 1} lines)"
+            for path in PACKAGE.rglob("*.py") for node in ast.walk(ast.parse(path.read_text()))
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+            and node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES]
+    assert long == [], "split them, for a page step by its groups of events"
 
 
 def test_engine_imports_no_gradio():
@@ -88,6 +151,7 @@ def test_engine_imports_no_gradio():
 
 
 def test_the_core_imports_in_a_fresh_process():
-    code = "import tlgui.backbones, tlgui.train, tlgui.estimate, tlgui.cli; import sys; print('gradio' in sys.modules)"
+    code = ("import tlgui.nets.backbones, tlgui.training.train, tlgui.training.estimate, tlgui.cli; import sys; "
+            "print('gradio' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

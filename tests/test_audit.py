@@ -10,12 +10,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 import realdata
-from tlgui.audit import audit
+
 from tlgui.config import RunConfig
-from tlgui.datasets import read_dataset
+from tlgui.data.datasets import read_dataset
 from tlgui.errors import TlguiError
+from tlgui.training.audit import audit
 
 ROOT = Path(__file__).resolve().parents[1]
 FLIP_SHARE = 0.05

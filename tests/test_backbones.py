@@ -1,29 +1,35 @@
 """Every registered backbone builds as its record says; a family and a fusion mode added at run
 time through the registry and the fusion table train from the command line; bundles name each
-backbone's family and reload by it, older bundles without it too."""
+backbone's family and reload by it, older bundles without it too, and a bundle the previous
+release wrote predicts as it did then."""
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
+import realdata
 import torch
 from torch import nn
 
-import realdata
-from tlgui import fusion
-from tlgui.backbones import FAMILIES, BackboneInfo, Family, build_backbone, all_backbones
-from tlgui.backbones.registry import family_of
-from tlgui.backbones.torchvision import on_meta
-from tlgui.bundle import load_bundle
 from tlgui.cli import main
 from tlgui.config import RunConfig
-from tlgui.datasets import read_dataset
+from tlgui.data.datasets import read_dataset
 from tlgui.errors import TlguiError
-from tlgui.train import train
+from tlgui.nets import fusion
+from tlgui.nets.backbones import FAMILIES, BackboneInfo, Family, all_backbones, build_backbone
+from tlgui.nets.backbones.registry import family_of
+from tlgui.nets.backbones.torchvision import on_meta
+from tlgui.outputs.bundle import load_bundle
+from tlgui.training.train import train
 
+ROOT = Path(__file__).resolve().parents[1]
+RELEASE = Path(__file__).parent / "data" / "release-0.1.0"  # model.zip and its predictions, as 0.1.0 wrote them
 INFOS = all_backbones()
 # built with its random initialisation and no pretrained weights, vit_h_14 is torchvision's
 # 224-pixel network, while its record (from the weights) says 518
@@ -98,7 +104,7 @@ def test_a_family_and_a_fusion_mode_added_at_run_time_train_from_the_cli(clothes
 
     out = tmp_path / "run"
     assert main(["train", str(clothes), "--out", str(out), "--backbone", "tiny_a", "--backbone", "tiny_b",
-                 "--fusion", "max", "--epochs", "1", "--image-size", "32", "--batch-size", "8"]) == 0
+                 "--fusion", "max", "--freeze", "all", "--epochs", "1", "--image-size", "32", "--batch-size", "8"]) == 0
     assert capsys.readouterr().out.strip().splitlines()[-1] == f"done: {out / 'model.zip'}"
     loaded = load_bundle(out / "model.zip")
     assert loaded.meta["fusion"] == "max" and isinstance(loaded.model.fusion, MaxFusion)
@@ -121,7 +127,7 @@ def _rewrite(bundle, out, change) -> None:
 
 
 def test_bundle_records_the_family_and_older_bundles_still_load(clothes, tmp_path):
-    result = train(RunConfig(backbones=["efficientnet_lite0"], epochs=1, image_size=32, batch_size=16),
+    result = train(RunConfig(backbones=["efficientnet_lite0"], freeze="all", epochs=1, image_size=32, batch_size=16),
                    read_dataset(clothes), tmp_path / "run")
     loaded = load_bundle(result.bundle)
     assert loaded.meta["backbones"][0]["family"] == "efficientnet_lite"
@@ -138,6 +144,22 @@ def test_bundle_records_the_family_and_older_bundles_still_load(clothes, tmp_pat
     _rewrite(result.bundle, unknown, lambda meta: meta["backbones"][0].update(family="nonesuch"))
     with pytest.raises(TlguiError, match="does not know.*update tlgui"):
         load_bundle(unknown)
+
+
+def test_a_bundle_of_the_previous_release_predicts_as_it_did():
+    """Release 0.1.0's model.zip (an own autoencoder's features, `weighted` fusion, a frozen head) and
+    what its `predict` printed for the first picture of each built-in class: the same, in a fresh process."""
+    then = [json.loads(line) for line in (RELEASE / "predictions.jsonl").read_text().splitlines()]
+    p = subprocess.run([sys.executable, "-m", "tlgui", "predict", str(RELEASE / "model.zip"), *(r["input"] for r in then),
+                        "--top-k", "10"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    now = [json.loads(line) for line in p.stdout.splitlines()]
+    assert [r["label"] for r in now] == [r["label"] for r in then] and len(now) == 10
+    for a, b in zip(now, then):
+        a, b = dict(a["top_k"]), dict(b["top_k"])
+        assert a.keys() == b.keys()
+        np.testing.assert_allclose([a[k] for k in b], list(b.values()), atol=1e-5)
+    assert load_bundle(RELEASE / "model.zip").meta["fusion"] == "weighted"
 
 
 def test_older_entries_are_routed_as_before():

@@ -9,14 +9,14 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
+import realdata
 import torch
 
-import realdata
-from tlgui import loader
 from tlgui.cli import main
 from tlgui.config import RunConfig
-from tlgui.datasets import read_dataset
-from tlgui.train import train
+from tlgui.data import loader
+from tlgui.data.datasets import read_dataset
+from tlgui.training.train import train
 
 pytestmark = pytest.mark.usefixtures("one_thread", "own_feature_cache")
 
@@ -94,7 +94,7 @@ def test_folder_outside_the_allowed_ones_is_one_line(folder, tmp_path, capsys, m
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"error: {folder} is outside the folders TLGUI_DATA_DIRS allows")
     monkeypatch.setenv("TLGUI_PUBLIC", "1")  # a public server offers no server folders at all
-    from tlgui.tables import data_dirs
+    from tlgui.data.tables import data_dirs
 
     assert data_dirs() == []
 

@@ -7,10 +7,10 @@ import zlib
 
 import numpy as np
 import pytest
-
 import realdata
-from tlgui.augment_preview import augmented_pictures
-from tlgui.datasets import read_dataset
+
+from tlgui.data.augment_preview import augmented_pictures
+from tlgui.data.datasets import read_dataset
 from tlgui.errors import TlguiError
 from tlgui.ui import built
 

@@ -20,9 +20,9 @@ import numpy as np
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from PIL import Image
-
 from realdata import fashion_mnist
-from tlgui.datasets import read_dataset
+
+from tlgui.data.datasets import read_dataset
 from tlgui.errors import TlguiError
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -13,12 +13,12 @@ import time
 from pathlib import Path
 
 import pytest
-
 import realdata
-from tlgui.bundle import load_bundle
-from tlgui.datasets import read_dataset
-from tlgui.distributed import PEER_LOST
-from tlgui.evaluate import evaluate
+
+from tlgui.data.datasets import read_dataset
+from tlgui.outputs.bundle import load_bundle
+from tlgui.outputs.evaluate import evaluate
+from tlgui.training.distributed import PEER_LOST
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -44,7 +44,7 @@ def tlgui(*args, base: Path, launcher: list[str] | None = None, **kw) -> subproc
 
 def test_two_processes_train_like_one(data):
     train, test, base = data
-    flags = ["--backbone", "mobilenet_v2", "--image-size", "48", "--epochs", "8", "--batch-size", "16",
+    flags = ["--backbone", "mobilenet_v2", "--freeze", "all", "--image-size", "48", "--epochs", "8", "--batch-size", "16",
              "--patience", "0", "--device", "cpu", "--seed", "3"]
     one = tlgui("train", str(train), "--out", str(base / "one"), *flags, base=base)
     assert one.returncode == 0, one.stderr

@@ -7,16 +7,16 @@ import threading
 import numpy as np
 import pytest
 import torch
-
 from realdata import fashion_mnist, write_class_zip
-from tlgui.backbones import build_backbone, all_backbones
-from tlgui.bundle import LoadedModel, load_bundle
+
 from tlgui.config import RunConfig
-from tlgui.datasets import read_dataset
+from tlgui.data.datasets import read_dataset
 from tlgui.errors import TlguiError
-from tlgui.evaluate import evaluate
-from tlgui.fusion import MODES
-from tlgui.train import train
+from tlgui.nets.backbones import all_backbones, build_backbone
+from tlgui.nets.fusion import MODES
+from tlgui.outputs.bundle import LoadedModel, load_bundle
+from tlgui.outputs.evaluate import evaluate
+from tlgui.training.train import train
 
 CLASSES = [0, 1, 7, 8]  # t-shirt, trouser, sneaker, bag: four classes a small model tells apart at 32 px
 SMALL = dict(image_size=32, batch_size=16, seed=0)
@@ -37,7 +37,7 @@ def test_zip(tmp_path_factory):
 @pytest.fixture(scope="module")
 def frozen_run(data_zip, tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
-    return train(RunConfig(epochs=8, **SMALL), read_dataset(data_zip), out), out
+    return train(RunConfig(freeze="all", epochs=8, **SMALL), read_dataset(data_zip), out), out
 
 
 def _falls(history: list[dict]) -> bool:
@@ -88,7 +88,7 @@ def test_fine_tuning_modes_learn(freeze, data_zip, tmp_path):
 
 @pytest.mark.parametrize("fusion", list(MODES))
 def test_every_fusion_learns(fusion, data_zip, tmp_path):
-    config = RunConfig(backbones=["efficientnet_lite0", "mobilenet_v2"], fusion=fusion, epochs=4, lr=3e-3, patience=0, **SMALL)
+    config = RunConfig(backbones=["efficientnet_lite0", "mobilenet_v2"], freeze="all", fusion=fusion, epochs=4, lr=3e-3, patience=0, **SMALL)
     result = train(config, read_dataset(data_zip), tmp_path)
     assert _falls(result.history)
     assert result.metrics["accuracy"] > 0.5
@@ -116,11 +116,11 @@ def test_partial_freeze_keeps_frozen_batchnorm_statistics(data_zip, tmp_path):
 def test_frozen_features_are_computed_once(data_zip, tmp_path, monkeypatch):
     monkeypatch.setenv("TLGUI_CACHE_DIR", str(tmp_path / "cache"))
     calls = []
-    from tlgui import model as model_module
+    from tlgui.nets import model as model_module
 
     original = model_module.Classifier.features
     monkeypatch.setattr(model_module.Classifier, "features", lambda self, x: calls.append(1) or original(self, x))
-    train(RunConfig(epochs=6, patience=0, **SMALL), read_dataset(data_zip), tmp_path / "run")
+    train(RunConfig(freeze="all", epochs=6, patience=0, **SMALL), read_dataset(data_zip), tmp_path / "run")
     assert 0 < len(calls) <= 8  # 96 train + 24 val images in batches of 16, whatever the number of epochs
 
 
@@ -148,7 +148,7 @@ def test_one_class_is_refused(tmp_path):
     ds = read_dataset(write_class_zip(tmp_path / "one.zip", images, labels, names))
     assert any("one class" in w for w in ds.report()["warnings"])
     with pytest.raises(TlguiError, match="only one class"):
-        train(RunConfig(epochs=1, **SMALL), ds, tmp_path / "run")
+        train(RunConfig(freeze="all", epochs=1, **SMALL), ds, tmp_path / "run")
 
 
 def test_split_folders_and_stratified_split(tmp_path):

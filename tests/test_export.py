@@ -13,12 +13,12 @@ import onnxruntime
 import pytest
 import torch
 from PIL import Image
-
 from realdata import fashion_mnist, movie_reviews, write_class_zip, write_text_table
 from test_cli import _one_line_error, tlgui
-from tlgui.bundle import load_bundle
+
 from tlgui.config import RunConfig
 from tlgui.errors import TlguiError
+from tlgui.outputs.bundle import load_bundle
 
 SIZE = 32
 
@@ -100,7 +100,7 @@ def test_text_torchscript_and_unknown_formats_are_refused(tmp_path):
     refused = _one_line_error(tlgui("train", reviews, "--backbone", "glove_bilstm", "--export", "torchscript",
                                     "--out", tmp_path / "refused", check=False))
     assert "text model cannot be exported to TorchScript" in refused and not (tmp_path / "refused" / "model.zip").exists()
-    tlgui("train", reviews, "--backbone", "glove_bilstm", "--epochs", "1", "--out", tmp_path / "text")
+    tlgui("train", reviews, "--backbone", "glove_bilstm", "--freeze", "all", "--epochs", "1", "--out", tmp_path / "text")
     refused = _one_line_error(tlgui("export", tmp_path / "text", "--format", "torchscript", check=False))
     assert "tokenizer is not part of" in refused
     assert "invalid choice: 'tflite'" in _one_line_error(tlgui("export", tmp_path / "text", "--format", "tflite",

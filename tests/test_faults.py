@@ -23,19 +23,19 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import answers, free_port
 from realdata import fashion_mnist, write_class_zip
-from tlgui.bundle import load_bundle
+
 from tlgui.cli import main
 from tlgui.config import RunConfig
-from tlgui.datasets import read_dataset
+from tlgui.data.datasets import read_dataset
 from tlgui.errors import TlguiError
+from tlgui.outputs.bundle import load_bundle
 from tlgui.runs import run_state
-from tlgui.train import Trainer, train
+from tlgui.training.train import Trainer, train
 
 ROOT = Path(__file__).resolve().parents[1]
-FROZEN = dict(image_size=32, batch_size=8, epochs=2, patience=0, seed=0)
+FROZEN = dict(freeze="all", image_size=32, batch_size=8, epochs=2, patience=0, seed=0)
 # A frozen backbone with augmentation trains its head by epochs (batches, checkpoints): the loop whose faults these
 # tests are about. Without augmentation a frozen head is one converged fit of a second, with no epochs.
 LOOP = dict(FROZEN, augment=True)

@@ -9,21 +9,21 @@ import zipfile
 import numpy as np
 import pytest
 import torch
+from realdata import fashion_mnist, write_class_zip
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 from sklearn.linear_model import LogisticRegression
 
-from realdata import fashion_mnist, write_class_zip
-from tlgui import head_fit
-from tlgui.backbones import build_backbone
-from tlgui.bundle import load_bundle
 from tlgui.config import RunConfig
-from tlgui.datasets import read_dataset
+from tlgui.data.datasets import read_dataset
 from tlgui.errors import TlguiError
-from tlgui.evaluate import evaluate
-from tlgui.lr_find import lr_find
-from tlgui.model import Classifier
-from tlgui.train import train
+from tlgui.nets.backbones import build_backbone
+from tlgui.nets.model import Classifier
+from tlgui.outputs.bundle import load_bundle
+from tlgui.outputs.evaluate import evaluate
+from tlgui.training import head_fit
+from tlgui.training.lr_find import lr_find
+from tlgui.training.train import train
 
 SMALL = dict(image_size=32, batch_size=16, seed=0)
 CLASSES = [0, 2, 4, 6]  # t-shirt, pullover, coat, shirt: alike, so the strength of regularisation matters
@@ -119,7 +119,7 @@ def test_class_weights_raise_the_minority_recall(imbalanced, tmp_path):
     train_zip, test_zip = imbalanced
     recall = {}
     for mode in ("auto", "off"):
-        result = train(RunConfig(class_weights=mode, **SMALL), read_dataset(train_zip), tmp_path / mode)
+        result = train(RunConfig(freeze="all", class_weights=mode, **SMALL), read_dataset(train_zip), tmp_path / mode)
         m = evaluate(load_bundle(result.bundle), read_dataset(test_zip))
         recall[mode] = next(r["recall"] for r in m["per_class"] if r["class"] == "shirt")
         assert ("class_weights" in result.metrics) == (mode == "auto")
@@ -133,7 +133,7 @@ def clothes(tmp_path_factory):
 
 
 def test_frozen_run_is_a_converged_fit(clothes, tmp_path):
-    result = train(RunConfig(**SMALL), read_dataset(clothes), tmp_path)
+    result = train(RunConfig(freeze="all", **SMALL), read_dataset(clothes), tmp_path)
     m = result.metrics
     assert m["fit_steps"] > 0 and m["refit_on_all"] and m["c"] in head_fit.C_GRID
     assert all(h["fit"] for h in result.history) and m["accuracy"] > 0.8
@@ -142,12 +142,12 @@ def test_frozen_run_is_a_converged_fit(clothes, tmp_path):
 
 
 def test_k_folds_report_k_scores(clothes, tmp_path):
-    result = train(RunConfig(folds=3, **SMALL), read_dataset(clothes), tmp_path)
+    result = train(RunConfig(freeze="all", folds=3, **SMALL), read_dataset(clothes), tmp_path)
     m = result.metrics
     assert len(m["folds"]) == 3 and m["folds_mean"] == pytest.approx(np.mean(m["folds"]))
     assert m["folds_std"] >= 0 and m["count"] == 96  # out-of-fold: every labelled picture scored
     with pytest.raises(TlguiError, match="smallest class"):
-        train(RunConfig(folds=30, **SMALL), read_dataset(clothes), tmp_path / "too-many")
+        train(RunConfig(freeze="all", folds=30, **SMALL), read_dataset(clothes), tmp_path / "too-many")
 
 
 def test_auto_records_which_recipe_won(clothes, tmp_path):
@@ -172,13 +172,13 @@ def test_lp_ft_starts_from_the_probe(clothes, tmp_path):
 
 
 def test_lr_find_suggests_a_finite_rate(clothes):
-    found = lr_find(RunConfig(**SMALL), read_dataset(clothes), steps=30)
+    found = lr_find(RunConfig(freeze="all", **SMALL), read_dataset(clothes), steps=30)
     assert np.isfinite(found["suggested"]) and found["lrs"][0] <= found["suggested"] <= found["lrs"][-1]
     assert found["frozen"] and len(found["losses"]) == len(found["lrs"]) >= 5
 
 
 def test_an_older_bundle_without_statistics_still_loads(clothes, tmp_path):
-    result = train(RunConfig(**SMALL), read_dataset(clothes), tmp_path)
+    result = train(RunConfig(freeze="all", **SMALL), read_dataset(clothes), tmp_path)
     old = tmp_path / "old.zip"
     with zipfile.ZipFile(result.bundle) as z, zipfile.ZipFile(old, "w") as out:
         for info in z.infolist():
@@ -193,7 +193,7 @@ def test_an_older_bundle_without_statistics_still_loads(clothes, tmp_path):
 def test_lr_find_command_and_bad_recipe_input(clothes, tmp_path, capsys):
     from tlgui.cli import main
 
-    assert main(["lr-find", str(clothes), "--image-size", "32", "--steps", "20"]) == 0
+    assert main(["lr-find", str(clothes), "--freeze", "all", "--image-size", "32", "--steps", "20"]) == 0
     assert capsys.readouterr().out.strip().splitlines()[-1].startswith("suggested lr: ")
     bad = {"--budget must be a positive number": ["--freeze", "auto", "--budget", "soon"],
            "--budget must be a positive": ["--freeze", "auto", "--budget", "-5"],

@@ -13,17 +13,17 @@ import zipfile
 import pytest
 import torch
 from PIL import Image
-
 from realdata import fashion_mnist
-from tlgui.bundle import load_bundle
+
 from tlgui.cli import main
 from tlgui.config import RunConfig
-from tlgui.datasets import read_dataset
+from tlgui.data.datasets import read_dataset
+from tlgui.data.sources import ZipSource
 from tlgui.errors import TlguiError
-from tlgui.sources import ZipSource
-from tlgui.train import train
+from tlgui.outputs.bundle import load_bundle
+from tlgui.training.train import train
 
-SMALL = dict(image_size=32, batch_size=8, epochs=1, patience=0, seed=0)
+SMALL = dict(freeze="all", image_size=32, batch_size=8, epochs=1, patience=0, seed=0)
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

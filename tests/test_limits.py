@@ -12,21 +12,21 @@ import tracemalloc
 import zipfile
 from pathlib import Path
 
+import hostile_files as hostile
 import numpy as np
 import pytest
-
-import hostile_files as hostile
 import realdata
-from tlgui.bundle import init_settings, load_bundle
+
 from tlgui.config import RunConfig
-from tlgui.datasets import read_dataset
+from tlgui.data.datasets import read_dataset
 from tlgui.errors import TlguiError
+from tlgui.outputs.bundle import init_settings, load_bundle
 from tlgui.public import Policy
 from tlgui.runs import atomic_write
-from tlgui.train import train
+from tlgui.training.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
-SMALL = dict(image_size=32, batch_size=8, epochs=1, patience=0, seed=0)
+SMALL = dict(freeze="all", image_size=32, batch_size=8, epochs=1, patience=0, seed=0)
 pytestmark = pytest.mark.usefixtures("one_thread", "own_feature_cache")
 
 
@@ -156,14 +156,14 @@ def test_forged_fusion_dim_is_refused_in_one_line(small_bundle, tmp_path, fashio
                            "the file is damaged or not made by tlgui")
     with pytest.raises(TlguiError, match="fusion_dim 3,000,000"):
         init_settings(forged)
-    import tlgui.bundle
+    import tlgui.outputs.bundle
 
-    monkeypatch.setattr(tlgui.bundle, "load_safetensors", lambda *a: pytest.fail("weights read"))
+    monkeypatch.setattr(tlgui.outputs.bundle, "load_safetensors", lambda *a: pytest.fail("weights read"))
     assert init_settings(small_bundle)["backbones"] == ["efficientnet_lite0"]  # settings alone, weights unread
 
 
 def test_bundle_names_earlier_models_and_own_encoders_by_id(small_bundle, tmp_path):
-    from tlgui.pretrain import PretrainConfig, pretrain
+    from tlgui.training.pretrain import PretrainConfig, pretrain
 
     images, labels, names = realdata.fashion_mnist(6, classes=[1, 7], seed=3)
     data = read_dataset(realdata.write_class_zip(tmp_path / "more.zip", images, labels, names))

@@ -17,15 +17,15 @@ import zlib
 import numpy as np
 import pytest
 from PIL import Image
-
 from realdata import fashion_mnist, movie_reviews
+
 from tlgui.cli import main
 from tlgui.config import RunConfig
-from tlgui.datasets import read_dataset
+from tlgui.data.datasets import read_dataset
 from tlgui.errors import TlguiError
-from tlgui.train import train
+from tlgui.training.train import train
 
-SMALL = dict(image_size=32, batch_size=8, epochs=1, patience=0, seed=0)
+SMALL = dict(freeze="all", image_size=32, batch_size=8, epochs=1, patience=0, seed=0)
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -158,7 +158,7 @@ def test_modes_decode_to_rgb_the_right_way_up(messy_zip):
 
 
 def test_giant_picture_is_refused_without_decoding(tmp_path):
-    from tlgui.images import BadImage, open_rgb
+    from tlgui.data.images import BadImage, open_rgb
 
     t0 = time.perf_counter()
     with pytest.raises(BadImage, match="too large"):

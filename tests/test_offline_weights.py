@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tlgui.backbones import offline_weights as ow
+from tlgui.nets.backbones import offline_weights as ow
 
 # Native input size of each EfficientNet-Lite variant. The reference implementation
 # pads for a fixed image size, so the two networks agree exactly only at that size.

@@ -13,17 +13,17 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-
 from realdata import encode_image, fashion_mnist, movie_reviews, write_class_zip, write_text_table
-from tlgui.backbones import get_info
-from tlgui.bundle import load_bundle
+
 from tlgui.cli import main
 from tlgui.config import RunConfig
-from tlgui.datasets import read_dataset
-from tlgui.backbones.encoder import list_encoders, load_encoder, read_encoder_meta
+from tlgui.data.datasets import read_dataset
 from tlgui.errors import TlguiError
-from tlgui.pretrain import PretrainConfig, pretrain, read_images
-from tlgui.train import train
+from tlgui.nets.backbones import get_info
+from tlgui.nets.backbones.encoder import list_encoders, load_encoder, read_encoder_meta
+from tlgui.outputs.bundle import load_bundle
+from tlgui.training.pretrain import PretrainConfig, pretrain, read_images
+from tlgui.training.train import train
 
 CLASSES = [0, 1, 7, 8]  # t-shirt, trouser, sneaker, bag
 SMALL = dict(image_size=32, batch_size=32, seed=0)
@@ -172,7 +172,7 @@ def test_fused_with_imagenet_and_reloads_without_the_encoder_file(ae, labelled, 
     copy = tmp_path / "mine" / "encoder.zip"
     copy.parent.mkdir()
     shutil.copy(ae[2] / "encoder.zip", copy)
-    result = train(RunConfig(backbones=["efficientnet_lite0", str(copy)], fusion="concat", epochs=1, **SMALL),
+    result = train(RunConfig(backbones=["efficientnet_lite0", str(copy)], freeze="all", fusion="concat", epochs=1, **SMALL),
                    read_dataset(labelled), tmp_path / "run")
     copy.unlink()
     loaded = load_bundle(result.bundle)  # the architecture comes from the bundle's entry, the weights too

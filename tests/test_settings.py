@@ -12,9 +12,9 @@ from types import SimpleNamespace
 import gradio as gr
 import pytest
 
-from tlgui.bundle import FORMAT_VERSION
 from tlgui.cli import build_parser, run_config
 from tlgui.config import RunConfig, cli_settings, flag_of
+from tlgui.outputs.bundle import FORMAT_VERSION
 from tlgui.ui import model_step
 from tlgui.ui.run_settings import START, cli_command, make_config, page_values, start_model
 
@@ -54,6 +54,15 @@ def test_every_page_setting_is_a_flag_with_the_same_choices(step):
             shown = [value] if name in ("backbones", "export") else value
             config = make_config({**defaults(step), name: shown})
             assert page_values(config, [name])[name] == shown, name
+
+
+def test_the_page_starts_where_a_bare_train_does(step):
+    """One set of defaults for both faces: the page's untouched settings are a bare `train`'s run
+    (freeze `auto` included), and the command line the page shows says nothing more."""
+    bare = parsed("python -m tlgui train data.zip --out run")
+    assert make_config(defaults(step)) == bare and bare.freeze == "auto"
+    command = cli_command({"cli_path": "data.zip"}, bare)
+    assert "--freeze" not in command and parsed(command) == bare
 
 
 @pytest.mark.parametrize("changes", [

@@ -14,15 +14,15 @@ import pytest
 import torch
 
 from tests.realdata import fashion_mnist, write_class_folders
-from tlgui import estimate as estimate_mod
-from tlgui import timing
-from tlgui.backbones import FeatureExtractor, build_backbone
-from tlgui.batches import cpu_threads
 from tlgui.config import RunConfig
-from tlgui.datasets import read_dataset
-from tlgui.estimate import estimate_run
-from tlgui.featcache import SHARD_ROWS, FeatureCache, backbone_key
-from tlgui.train import train
+from tlgui.data.batches import cpu_threads
+from tlgui.data.datasets import read_dataset
+from tlgui.nets.backbones import FeatureExtractor, build_backbone
+from tlgui.training import estimate as estimate_mod
+from tlgui.training import timing
+from tlgui.training.estimate import estimate_run
+from tlgui.training.featcache import SHARD_ROWS, FeatureCache, backbone_key
+from tlgui.training.train import train
 
 SIZE = 32
 
@@ -59,7 +59,7 @@ class _BackboneCalls:
 
 
 def _config(**kw) -> RunConfig:
-    return RunConfig(**{"image_size": SIZE, "epochs": 2, "batch_size": 8, "patience": 0, **kw})
+    return RunConfig(**{"freeze": "all", "image_size": SIZE, "epochs": 2, "batch_size": 8, "patience": 0, **kw})
 
 
 # -- the cache in a run ----------------------------------------------------------------------
@@ -280,7 +280,7 @@ def test_cli_prints_the_estimate_before_training(tmp_path, cache_dir, capsys):
 
     images, labels, names = fashion_mnist(3, classes=[0, 1])
     data = write_class_folders(tmp_path / "data", images, labels, names)
-    assert main(["train", str(data), "--out", str(tmp_path / "run"), "--image-size", str(SIZE), "--epochs", "1"]) == 0
+    assert main(["train", str(data), "--out", str(tmp_path / "run"), "--freeze", "all", "--image-size", str(SIZE), "--epochs", "1"]) == 0
     out = capsys.readouterr().out
     assert "estimated time: " in out
     assert out.index("estimated time: ") < out.index("done: ")
@@ -296,7 +296,7 @@ def test_cpu_threads_restores_the_count():
 
 
 def test_format_seconds():
-    from tlgui.estimate import format_seconds
+    from tlgui.events import format_seconds
 
     assert [format_seconds(s) for s in (0.2, 42.4, 119.6, 185, 7790)] == ["1 s", "42 s", "2 min 00 s", "3 min 05 s",
                                                                         "2 h 10 min"]

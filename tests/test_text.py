@@ -14,17 +14,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import realdata
 import torch
 
-import realdata
-from tlgui.backbones import build_backbone, all_backbones
-from tlgui.bundle import load_bundle
 from tlgui.cli import main
 from tlgui.config import RunConfig
-from tlgui.datasets import read_dataset
-from tlgui.backbones import text as text_backbones
-from tlgui.backbones.text import tokenize
-from tlgui.train import train
+from tlgui.data.datasets import read_dataset
+from tlgui.nets.backbones import all_backbones, build_backbone
+from tlgui.nets.backbones import text as text_backbones
+from tlgui.nets.backbones.text import tokenize
+from tlgui.outputs.bundle import load_bundle
+from tlgui.training.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
 HELD_OUT = 60  # reviews per class never trained on
@@ -175,7 +175,7 @@ def test_minilm_bundle_reproduces_the_run(minilm_run, reviews, monkeypatch):
 
 
 def test_glove_bilstm_learns_and_round_trips(reviews, tmp_path, monkeypatch):
-    config = RunConfig(backbones=["glove_bilstm"], epochs=8, lr=3e-3, max_length=64, patience=0)
+    config = RunConfig(backbones=["glove_bilstm"], freeze="all", epochs=8, lr=3e-3, max_length=64, patience=0)
     result = train(config, read_dataset(reviews[0]), tmp_path)
     assert _accuracy(result.model, reviews[1]) > 0.6
     monkeypatch.setattr(text_backbones, "package_dir", lambda package: None)  # GloVe gone: the bundle suffices
@@ -186,7 +186,7 @@ def test_glove_bilstm_learns_and_round_trips(reviews, tmp_path, monkeypatch):
 
 
 def test_fusion_of_minilm_and_glove(reviews, tmp_path):
-    config = RunConfig(backbones=["minilm_l6", "glove_bilstm"], fusion="concat", epochs=8, lr=3e-3, max_length=64,
+    config = RunConfig(backbones=["minilm_l6", "glove_bilstm"], freeze="all", fusion="concat", epochs=8, lr=3e-3, max_length=64,
                        patience=0)
     result = train(config, read_dataset(reviews[0]), tmp_path)
     assert _accuracy(result.model, reviews[1]) > 0.65

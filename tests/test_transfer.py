@@ -9,16 +9,16 @@ import zipfile
 import numpy as np
 import pytest
 import torch
-
 from realdata import animal_mnist, fashion_mnist, write_class_zip
-from tlgui.backbones import build_backbone
-from tlgui.bundle import init_from_bundle, load_bundle, transfer_kind
+
 from tlgui.cli import main
 from tlgui.config import RunConfig
-from tlgui.datasets import read_dataset
-from tlgui.model import build_classifier
-from tlgui.pretrain import PretrainConfig, pretrain, read_images
-from tlgui.train import train
+from tlgui.data.datasets import read_dataset
+from tlgui.nets.backbones import build_backbone
+from tlgui.outputs.bundle import init_from_bundle, load_bundle, transfer_kind
+from tlgui.training.inputs import build_classifier
+from tlgui.training.pretrain import PretrainConfig, pretrain, read_images
+from tlgui.training.train import train
 
 SMALL = dict(image_size=32, batch_size=16, seed=0)
 
@@ -44,19 +44,19 @@ def clothes(tmp_path_factory):
 def earlier(clothes, tmp_path_factory):
     """An earlier model: MobileNetV2 (not the default backbone) at 32 px, frozen."""
     out = tmp_path_factory.mktemp("earlier")
-    config = RunConfig(backbones=["mobilenet_v2"], epochs=10, lr=3e-3, patience=0, **SMALL)
+    config = RunConfig(backbones=["mobilenet_v2"], freeze="all", epochs=10, lr=3e-3, patience=0, **SMALL)
     return train(config, read_dataset(clothes[0]), out)
 
 
 def test_init_from_an_earlier_bundle_starts_from_its_accuracy(earlier, clothes, tmp_path, capsys):
     """`train NEW --init earlier/model.zip` alone: the earlier network (backbone, input size) and its
     head, so the first epoch on new data is already about as good as the earlier run ended."""
-    code = main(["train", str(clothes[1]), "--init", str(earlier.bundle), "--epochs", "1", "--patience", "0",
+    code = main(["train", str(clothes[1]), "--init", str(earlier.bundle), "--freeze", "all", "--epochs", "1", "--patience", "0",
                  "--out", str(tmp_path / "init")])
     assert code == 0, capsys.readouterr().err
     config = json.loads((tmp_path / "init" / "config.json").read_text())
     assert config["backbones"] == ["mobilenet_v2"] and config["image_size"] == 32
-    fresh = train(RunConfig(backbones=["mobilenet_v2"], epochs=1, patience=0, **SMALL), read_dataset(clothes[1]),
+    fresh = train(RunConfig(backbones=["mobilenet_v2"], freeze="all", epochs=1, patience=0, **SMALL), read_dataset(clothes[1]),
                   tmp_path / "fresh")
     # a frozen head is fitted to convergence, so where it starts no longer shows in its first epoch:
     # the run from the earlier bundle ends as good as the earlier run and as a fresh one
@@ -72,7 +72,7 @@ def test_init_with_other_classes_keeps_the_backbone_and_puts_on_a_new_head(cloth
     tuned = train(RunConfig(backbones=["efficientnet_lite0"], freeze="none", epochs=1, **SMALL),
                   read_dataset(write_class_zip(tmp_path / "four.zip", images, labels, names)), tmp_path / "tuned")
     other = ["bear", "cat", "cow"]
-    model = build_classifier(RunConfig(backbones=["efficientnet_lite0"], **SMALL), len(other))
+    model = build_classifier(RunConfig(backbones=["efficientnet_lite0"], freeze="all", **SMALL), len(other))
     head = model.head[1].weight.detach().clone()
     taken = init_from_bundle(model, tuned.bundle, other)
     assert taken["head"] is False and torch.equal(model.head[1].weight, head)
@@ -82,7 +82,7 @@ def test_init_with_other_classes_keeps_the_backbone_and_puts_on_a_new_head(cloth
         assert torch.equal(tensor, tuned_state[f"backbones.0.{name}"])
     assert any(not torch.equal(imagenet[k], tuned_state[f"backbones.0.{k}"]) for k in imagenet)  # fine-tuning moved it
     animals, a_labels, a_names = animal_mnist(10, classes=[0, 2, 3])
-    result = train(RunConfig(backbones=["efficientnet_lite0"], init=str(tuned.bundle), epochs=1, **SMALL),
+    result = train(RunConfig(backbones=["efficientnet_lite0"], freeze="all", init=str(tuned.bundle), epochs=1, **SMALL),
                    read_dataset(write_class_zip(tmp_path / "animals.zip", animals, a_labels, a_names)), tmp_path / "b")
     assert result.status == "finished" and load_bundle(result.bundle).classes == a_names
 
@@ -137,15 +137,17 @@ def test_a_saved_recipe_reproduces_the_settings_on_another_dataset(tmp_path, cap
 
 
 @pytest.mark.parametrize("settings, words", [
-    (dict(), "parameters: pretrained weights, feature extraction (backbone frozen)"),
+    (dict(freeze="all"), "parameters: pretrained weights, feature extraction (backbone frozen)"),
     (dict(freeze="none"), "parameters: pretrained weights, full fine-tuning"),
     (dict(freeze="3"), "parameters: pretrained weights, partial fine-tuning (first 3 stages frozen)"),
     (dict(pretrained=False), "structure only: same architecture, randomly initialised (no pretraining)"),
-    (dict(backbones=["runs/a/encoder.zip"]), "parameters: own encoder pretrained without labels, feature extraction"),
+    (dict(backbones=["runs/a/encoder.zip"], freeze="all"),
+     "parameters: own encoder pretrained without labels, feature extraction"),
     (dict(backbones=["efficientnet_lite0", "runs/a/encoder.zip"], freeze="none"),
      "parameters: own encoder pretrained without labels fused with pretrained backbones, full fine-tuning"),
     (dict(backbones=["runs/a/encoder.zip"], pretrained=False), "structure only"),
-    (dict(init="runs/b/model.zip"), "parameters: started from an earlier tlgui model (model.zip), feature extraction"),
+    (dict(init="runs/b/model.zip"), "parameters: started from an earlier tlgui model (model.zip), feature extraction "
+                                  "(backbone frozen) or LP-FT"),
 ])
 def test_model_card_names_the_kind_of_transfer(settings, words):
     assert transfer_kind(RunConfig(**settings)).startswith(words)

@@ -16,8 +16,21 @@ from .errors import TlguiError
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line, exit 2, as for every other bad input
-        print(f"error: {message} (see `python -m tlgui {self.prog.split()[-1]} --help`)", file=sys.stderr)
+    """Bad arguments are one line and exit 2, as every other bad input, naming the help to read."""
+
+    def parse_args(self, args=None, namespace=None):
+        known, extras = self.parse_known_args(args, namespace)
+        if extras:  # argparse reports these from the top parser: point at the command they followed
+            command = getattr(known, "command", None)
+            self._fail(f"unrecognized arguments: {' '.join(extras)}", f"{self.prog} {command}" if command else self.prog)
+        return known
+
+    def error(self, message: str):
+        self._fail(message, self.prog)  # `tlgui`, or `tlgui train` for a command's own parser
+
+    @staticmethod
+    def _fail(message: str, prog: str):
+        print(f"error: {message} (see `python -m {prog} --help`)", file=sys.stderr)
         raise SystemExit(2)
 
 
@@ -105,9 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _read(args):
-    from .datasets import read_dataset
-
-    from .tables import check_allowed, data_dirs
+    from .data.datasets import read_dataset
+    from .data.tables import check_allowed, data_dirs
 
     if data_dirs() and Path(args.data).is_dir():  # an operator limits folders to those allowed
         check_allowed(args.data)
@@ -118,7 +130,7 @@ def _read(args):
 
 
 def cmd_backbones(args) -> None:
-    from .backbones import all_backbones
+    from .nets.backbones import all_backbones
 
     infos = list(all_backbones().values())
     if args.json:
@@ -140,7 +152,7 @@ def run_config(args, config_file: str | Path | None = None) -> RunConfig:
     settings = RunConfig.load(config_file).to_dict() if config_file else {}
     settings.update({f.name: getattr(args, f.name) for f in cli_settings() if getattr(args, f.name, None) is not None})
     if args.init:
-        from .bundle import init_settings
+        from .outputs.bundle import init_settings
 
         settings = started_from(settings, args.init, init_settings(args.init))
     return RunConfig.from_dict(settings)
@@ -166,10 +178,10 @@ def flags_of(config: RunConfig, always: tuple[str, ...] = ()) -> list[str]:
 
 
 def cmd_train(args) -> None:
-    from . import distributed
-    from .backbones import get_info
     from .events import print_progress
-    from .train import train
+    from .nets.backbones import get_info
+    from .training import distributed
+    from .training.train import train
 
     main_rank = distributed.is_main()  # in a torchrun world only rank 0 prints
 
@@ -201,8 +213,8 @@ def cmd_train(args) -> None:
 
 
 def cmd_audit(args) -> None:
-    from .audit import DEFAULT_FOLDS, audit, format_issues
     from .events import print_progress
+    from .training.audit import DEFAULT_FOLDS, audit, format_issues
 
     config = run_config(args, args.config)
     ds = _read(args)
@@ -225,8 +237,8 @@ def _without_gpus(argv: list[str]) -> list[str]:
 
 
 def cmd_lr_find(args) -> None:
-    from .backbones import get_info
-    from .lr_find import lr_find
+    from .nets.backbones import get_info
+    from .training.lr_find import lr_find
 
     config = run_config(args)
     for name in config.backbones:
@@ -245,7 +257,7 @@ def cmd_lr_find(args) -> None:
 
 def cmd_pretrain(args) -> None:
     from .events import print_progress
-    from .pretrain import PretrainConfig, pretrain, read_images, summary
+    from .training.pretrain import PretrainConfig, pretrain, read_images, summary
 
     config = PretrainConfig(method=args.method, epochs=args.epochs, image_size=args.image_size,
                             batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=args.device)
@@ -260,7 +272,7 @@ def cmd_pretrain(args) -> None:
 
 
 def cmd_predict(args) -> None:
-    from .bundle import load_bundle
+    from .outputs.bundle import load_bundle
 
     model = load_bundle(args.model)
     if model.task == "text" and not args.text:
@@ -273,9 +285,9 @@ def cmd_predict(args) -> None:
 
 
 def cmd_evaluate(args) -> None:
-    from .bundle import load_bundle
-    from .evaluate import evaluate
-    from .metrics import format_metrics
+    from .outputs.bundle import load_bundle
+    from .outputs.evaluate import evaluate
+    from .outputs.metrics import format_metrics
 
     model = load_bundle(args.model)
     m = evaluate(model, _read(args))
@@ -285,13 +297,13 @@ def cmd_evaluate(args) -> None:
 
 
 def cmd_export(args) -> None:
-    from .bundle import add_export
+    from .outputs.bundle import add_export
 
     print(f"done: {add_export(args.model, args.format, args.out, args.data)}")
 
 
 def cmd_push(args) -> None:
-    from .hub import push
+    from .outputs.hub import push
 
     print(f"done: {push(args.model, args.repo, private=args.private)}")
 

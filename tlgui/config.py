@@ -34,12 +34,12 @@ class FusionModes:
     (the table lives beside torch, which the command line loads only when a command runs)."""
 
     def __contains__(self, mode) -> bool:
-        from .fusion import MODES
+        from .nets.fusion import MODES
 
         return mode in MODES
 
     def __iter__(self):
-        from .fusion import MODES
+        from .nets.fusion import MODES
 
         return iter(MODES)
 
@@ -51,9 +51,9 @@ class RunConfig:
         flag="--backbone", action="append"))
     fusion: str = field(default="concat", metadata=flag("how the features of several backbones are joined: %(choices)s",
                                                         choices=FusionModes(), metavar="MODE"))
-    freeze: str = field(default="all", metadata=flag(
-        "all, none, a number of leading stages, or auto (linear probe, then LP-FT if it fits --budget; the better "
-        "on validation stays)"))
+    freeze: str = field(default="auto", metadata=flag(
+        "auto (the default: linear probe, then LP-FT if it fits --budget; the better on validation stays), all "
+        "(frozen backbones, the head alone), none, or a number of leading stages"))
     pretrained: bool = field(default=True, metadata=flag("same architectures, random initialisation",
                                                          flag="--no-pretrained", action="store_false"))
     init: str | None = field(default=None, metadata=flag(
@@ -97,7 +97,7 @@ class RunConfig:
     def validate(self) -> None:
         if not self.backbones:
             raise TlguiError("no backbone chosen: pick at least one (see `python -m tlgui backbones`)")
-        from .fusion import check_mode  # beside torch, which the command line loads only when a command runs
+        from .nets.fusion import check_mode  # beside torch, which the command line loads only when a command runs
 
         check_mode(self.fusion)
         if self.optimizer not in OPTIMIZERS:

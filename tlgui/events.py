@@ -97,3 +97,18 @@ def _epoch_line(e: dict) -> str:
     if f"{split}_kl" in e:
         parts.append(f"(recon {e[f'{split}_recon']:.4f}, kl {e[f'{split}_kl']:.4f})")
     return "  ".join(parts) + f"  {e['elapsed']:.1f}s" + ("  *" if e.get("best") else "")
+
+
+def format_seconds(seconds: float, rough: bool = False) -> str:
+    """`45 s`, `3 min 05 s`, `2 h 10 min`; `rough` for estimates: `45 s`, `3 min`, `1.5 h`."""
+    if rough:
+        if seconds < 90:
+            return f"{max(1, round(seconds))} s"
+        return f"{round(seconds / 60)} min" if seconds < 90 * 60 else f"{seconds / 3600:.1f} h"
+    s = max(1, round(seconds))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    m = round(s / 60)
+    return f"{m // 60} h {m % 60:02d} min"

@@ -11,8 +11,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from .data.limits import env_limit
 from .errors import TlguiError
-from .limits import env_limit
 
 # public defaults, each overridden by its environment variable
 PUBLIC_MAX_BACKBONES = 3  # TLGUI_MAX_BACKBONES
@@ -80,13 +80,13 @@ class Policy:
                    _int(_limit("TLGUI_MAX_QUEUE", PUBLIC_MAX_QUEUE, public)))
 
     def allows_backbone(self, name: str, params: int) -> bool:
-        from .backbones import is_own_encoder
+        from .nets.backbones import is_own_encoder
 
         return self.max_params is None or params <= self.max_params or is_own_encoder(name)
 
     def check_run(self, backbones: list[str], epochs: int) -> None:
         """Refuse settings above this server's limits, before anything is queued."""
-        from .backbones import get_info
+        from .nets.backbones import get_info
 
         if self.max_backbones is not None and len(backbones) > self.max_backbones:
             raise TlguiError(f"this server trains at most {self.max_backbones} backbones in one run: "

@@ -9,10 +9,23 @@ from types import SimpleNamespace
 import gradio as gr
 
 from ..errors import TlguiError
-from ..inputs import check_backbone_kinds
 from ..public import is_public
-from . import (audit_step, augment_step, builder_step, data_step, model_step, plots, pretrain_step, results_step,
-               retention, run_folders, runs_step, train_step, try_step)
+from ..training.inputs import check_backbone_kinds
+from . import (
+    audit_step,
+    augment_step,
+    builder_step,
+    data_step,
+    model_step,
+    plots,
+    pretrain_step,
+    results_step,
+    retention,
+    run_folders,
+    runs_step,
+    train_step,
+    try_step,
+)
 from .context import AppContext
 from .guard import guarded
 from .multigpu import all_gpus_work
@@ -54,6 +67,13 @@ def run_view(page, ctx: AppContext, run_id: str | None, request: gr.Request | No
 
 
 def wire_training(page, ctx: AppContext) -> None:
+    _wire_start(page, ctx)
+    _wire_control(page, ctx)
+    _wire_follow(page, ctx)
+
+
+def _wire_start(page, ctx: AppContext) -> None:
+    """Train and Resume queue a run; the page then follows it."""
     limit = ctx.settings.max_jobs
 
     @guarded(page.status, reset={page.started_state: None})
@@ -87,8 +107,8 @@ def wire_training(page, ctx: AppContext) -> None:
         return run_view(page, ctx, started, request, owner_key)
 
     page.train_btn.click(start, [page.dataset_state], [page.run_state, page.started_state, page.status],
-                         inputs_kwargs=inputs_of(page, all_gpus=page.all_gpus), api_name="train").then(follow, [page.started_state, page.owner], run_outputs(page), api_visibility="private",
-                                                show_progress="hidden")
+                         inputs_kwargs=inputs_of(page, all_gpus=page.all_gpus), api_name="train").then(
+        follow, [page.started_state, page.owner], run_outputs(page), api_visibility="private", show_progress="hidden")
 
     @guarded(page.status, reset={page.started_state: None})
     def resume(run_id: str | None, owner_key: str | None = None, request: gr.Request = None) -> dict:
@@ -110,6 +130,11 @@ def wire_training(page, ctx: AppContext) -> None:
                           api_name="resume").then(follow, [page.started_state, page.owner], run_outputs(page),
                                                   api_visibility="private", show_progress="hidden")
 
+
+def _wire_control(page, ctx: AppContext) -> None:
+    """Stop, and the status that programs ask for."""
+    limit = ctx.settings.max_jobs
+
     @guarded(page.status)
     def stop(run_id: str | None, owner_key: str | None = None, request: gr.Request = None) -> dict:
         folder = ctx.run_folder(run_id, request, owner_key)
@@ -124,6 +149,11 @@ def wire_training(page, ctx: AppContext) -> None:
         return {page.status: train_step.status_line(ctx.jobs.progress(run_id, folder), limit)}
 
     page.status_api.click(status, [page.run_state, page.owner], [page.status], api_name="status")
+
+
+def _wire_follow(page, ctx: AppContext) -> None:
+    """The timer that redraws a run while it trains, and the whole run once it ends."""
+    limit = ctx.settings.max_jobs
 
     def poll(run_id: str | None, shown: int, owner_key: str | None = None, request: gr.Request = None) -> dict:
         """One timer tick: status and progress always, the curve only when an epoch ended."""

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import gradio as gr
 
-from ..audit import audit
 from ..config import RunConfig
 from ..errors import TlguiError
+from ..training.audit import audit
 from . import builder_step, built, run_folders
 from .context import AppContext
 from .data_step import summary_markdown
@@ -74,6 +74,14 @@ def decisions_line(state: dict) -> str:
 
 
 def wire(page, ctx: AppContext) -> None:
+    _wire_find(page, ctx)
+    _wire_review(page)
+    _wire_save(page, ctx)
+
+
+def _wire_find(page, ctx: AppContext) -> None:
+    """Find: the audit of the shown run's data, its suspects as pictures and as a list."""
+
     @guarded(page.audit_msg)
     def find(run_id: str | None, owner_key: str | None = None, request: gr.Request = None) -> dict:
         if not run_id:
@@ -109,6 +117,10 @@ def wire(page, ctx: AppContext) -> None:
 
     page.audit_btn.click(find, [page.run_state, page.owner], outputs(page), api_name="find_label_errors")
 
+
+def _wire_review(page) -> None:
+    """A suspect picked in the gallery or the list, and the decision taken on it."""
+
     def pick(evt: gr.SelectData) -> int:
         return evt.index
 
@@ -133,6 +145,9 @@ def wire(page, ctx: AppContext) -> None:
     page.audit_action.input(decide, [page.audit_state, page.audit_item, page.audit_action],
                             [page.audit_state, page.audit_decisions], api_visibility="private", show_progress="hidden")
 
+
+def _wire_save(page, ctx: AppContext) -> None:
+    """Save: the decisions applied to a copy of the data set, which the page then opens."""
     changed = [page.dataset_state, page.summary, page.builder_msg, page.builder_counts, page.class_pick,
                page.builder_download]
 

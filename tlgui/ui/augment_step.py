@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import gradio as gr
 
-from ..augment_preview import augmented_pictures
-from ..backbones import all_backbones
+from ..data.augment_preview import augmented_pictures
 from ..errors import TlguiError
+from ..nets.backbones import all_backbones
 from .context import AppContext
 from .guard import guarded
 from .text import t

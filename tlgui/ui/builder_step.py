@@ -13,14 +13,14 @@ from pathlib import Path
 
 import gradio as gr
 
+from ..data.images import BadImage
 from ..errors import TlguiError
-from ..images import BadImage
 from . import built
 from .context import AppContext
 from .data_step import summary_markdown
 from .guard import guarded
-from .text import t
 from .serve import copy_out
+from .text import t
 
 SKIPPED_SHOWN = 5
 

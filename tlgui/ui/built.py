@@ -24,11 +24,11 @@ from pathlib import Path, PurePosixPath
 
 from PIL import Image
 
-from ..datasets import SPLIT_FOLDERS, Dataset
+from ..data.datasets import SPLIT_FOLDERS, Dataset
+from ..data.images import FORMATS, BadImage, open_rgb
+from ..data.limits import max_files
+from ..data.sources import is_hidden
 from ..errors import TlguiError
-from ..images import FORMATS, BadImage, open_rgb
-from ..limits import max_files
-from ..sources import is_hidden
 from . import run_folders
 from .text import t
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import gradio as gr
 
-from ..bundle import LoadedModel, load_bundle
 from ..errors import TlguiError
+from ..outputs.bundle import LoadedModel, load_bundle
 from ..public import Policy
 from . import run_folders
 from .estimate import SpeedProbe

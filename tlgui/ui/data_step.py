@@ -9,8 +9,8 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
-from ..datasets import TABLE_EXTS, Dataset
-from ..tables import check_allowed, data_dirs, server_datasets
+from ..data.datasets import TABLE_EXTS, Dataset
+from ..data.tables import check_allowed, data_dirs, server_datasets
 from . import plots, retention
 from .context import AppContext
 from .guard import error_line

@@ -1,4 +1,4 @@
-"""The page's time estimates: the engine's (tlgui.estimate), with this machine's speed measured
+"""The page's time estimates: the engine's (`training/estimate.py`), with this machine's speed measured
 once in a background thread, never on the request path.
 
 The page compares backbones before any is built, so it asks the engine's `rough_seconds`, which
@@ -44,10 +44,10 @@ class SpeedProbe:
 
     def _measure(self, task: str) -> None:
         try:
-            from ..batches import extract_batch
             from ..config import RunConfig
-            from ..device import pick_device
-            from ..timing import seconds_per_gflop
+            from ..data.batches import extract_batch
+            from ..training.device import pick_device
+            from ..training.timing import seconds_per_gflop
 
             device = pick_device("auto")
             self._rates[task] = seconds_per_gflop(task, device, extract_batch(RunConfig().batch_size, device))

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..config import RunConfig
-from ..datasets import Dataset
+from ..data.datasets import Dataset
 from ..errors import TlguiError
 from ..public import Policy
 from ..runs import checkpoint_epoch, remove_partial_writes
@@ -56,7 +56,7 @@ class Progress:
 
 def train_work(job: Job) -> str:
     """A classifier run: the engine's trainer (which draws its mistakes too). Returns how it ended."""
-    from ..train import Trainer
+    from ..training.train import Trainer
 
     result = Trainer(job.config, job.dataset, job.folder, [job.listen], job.stop, job.resume).run()
     job.has_model = result.bundle is not None

@@ -24,7 +24,7 @@ def wire(page, ctx) -> None:
     @guarded(page.lr_find_msg)
     @takes_settings(page.settings)
     def find(state: dict | None, owner_key: str | None = None, request: gr.Request = None, **values) -> dict:
-        from ..lr_find import lr_find
+        from ..training.lr_find import lr_find
 
         if not state:
             raise TlguiError(t("no_dataset"))

@@ -6,16 +6,16 @@ import gradio as gr
 import pandas as pd
 import torch
 
-from ..backbones import BackboneInfo, all_backbones
 from ..config import CLASS_WEIGHTS, EXPORTS, RunConfig
 from ..errors import TlguiError
-from ..estimate import rough_seconds
-from ..lpft import default_budget
-from ..fusion import MODES as FUSION_MODES
+from ..nets.backbones import BackboneInfo, all_backbones
+from ..nets.fusion import MODES as FUSION_MODES
+from ..training.estimate import rough_seconds
+from ..training.lpft import default_budget
 from . import augment_step, lr_find_step, pretrain_step, recipes, runs_step
 from .context import AppContext
 from .guard import guarded
-from .run_settings import START, cli_command, inputs_of, make_config, page_values, start_model
+from .run_settings import FORMS, START, cli_command, inputs_of, make_config, page_values, start_model
 from .text import duration, t
 
 DEFAULTS = {"image": "efficientnet_lite0", "text": "minilm_l6"}  # pretrained, offline, frozen features
@@ -122,6 +122,7 @@ def build(page, ctx: AppContext) -> None:
     state = page.initial_dataset
     task = state["task"] if state else "image"
     chosen = default_backbones(task)
+    default = page_values(RunConfig(), FORMS)  # the command line's defaults: a bare `train` runs what the page starts with
     gr.Markdown(f"## {t('step_model')}")
     with gr.Row(equal_height=False):
         with gr.Column(scale=2):
@@ -131,12 +132,12 @@ def build(page, ctx: AppContext) -> None:
                                          label=t("backbones_label"), info=t("backbones_info"), elem_id="backbones",
                                          allow_custom_value=True)
             with gr.Row():
-                page.fusion = gr.Dropdown(list(FUSION_MODES), value="concat", label=t("fusion_label"), elem_id="fusion",
+                page.fusion = gr.Dropdown(list(FUSION_MODES), value=default["fusion"], label=t("fusion_label"), elem_id="fusion",
                                           interactive=len(chosen) > 1)
-                page.freeze = gr.Dropdown(freeze_choices(chosen), value="auto",
+                page.freeze = gr.Dropdown(freeze_choices(chosen), value=default["freeze"],
                                           label=t("freeze_label"), elem_id="freeze")
-            page.fusion_help = gr.Markdown(fusion_help("concat", chosen), elem_classes=["tl-help"], elem_id="fusion-help")
-            page.freeze_help = gr.Markdown(freeze_help("auto", chosen), elem_classes=["tl-help"], elem_id="freeze-help")
+            page.fusion_help = gr.Markdown(fusion_help(default["fusion"], chosen), elem_classes=["tl-help"], elem_id="fusion-help")
+            page.freeze_help = gr.Markdown(freeze_help(default["freeze"], chosen), elem_classes=["tl-help"], elem_id="freeze-help")
             page.start_from = gr.Radio([(t(f"start_{s}"), s) for s in STARTS], value="pretrained",
                                        label=t("start_label"), elem_id="start-from")
             page.init_run = gr.Dropdown([], value=None, label=t("init_run_label"), elem_id="init-run", visible=False)
@@ -149,24 +150,24 @@ def build(page, ctx: AppContext) -> None:
             page.estimate = gr.Markdown(t("estimate_pending"), elem_id="estimate")
     with gr.Accordion(t("advanced"), open=False, elem_id="advanced"):
         with gr.Row():
-            page.epochs = gr.Number(10, precision=0, minimum=1, maximum=1000, label=t("epochs_label"), elem_id="epochs")
-            page.lr = gr.Number(1e-3, minimum=1e-7, maximum=1.0, label=t("lr_label"), elem_id="lr")
-            page.batch_size = gr.Number(32, precision=0, minimum=1, maximum=1024, label=t("batch_label"), elem_id="batch-size")
-            page.image_size = gr.Dropdown(_image_size_choices(chosen), value="native", label=t("image_size_label"),
+            page.epochs = gr.Number(default["epochs"], precision=0, minimum=1, maximum=1000, label=t("epochs_label"), elem_id="epochs")
+            page.lr = gr.Number(default["lr"], minimum=1e-7, maximum=1.0, label=t("lr_label"), elem_id="lr")
+            page.batch_size = gr.Number(default["batch_size"], precision=0, minimum=1, maximum=1024, label=t("batch_label"), elem_id="batch-size")
+            page.image_size = gr.Dropdown(_image_size_choices(chosen), value=default["image_size"], label=t("image_size_label"),
                                           elem_id="image-size")
         with gr.Row():
-            page.val_split = gr.Slider(0.0, 0.5, value=0.2, step=0.05, label=t("val_label"), elem_id="val-split")
-            page.augment = gr.Radio([(t(f"augment_{a}"), a) for a in AUGMENT], value="auto", label=t("augment_label"),
+            page.val_split = gr.Slider(0.0, 0.5, value=default["val_split"], step=0.05, label=t("val_label"), elem_id="val-split")
+            page.augment = gr.Radio([(t(f"augment_{a}"), a) for a in AUGMENT], value=default["augment"], label=t("augment_label"),
                                     elem_id="augment")
-            page.patience = gr.Number(3, precision=0, minimum=0, maximum=1000, label=t("patience_label"), elem_id="patience")
-            page.seed = gr.Number(0, precision=0, label=t("seed_label"), elem_id="seed")
-        page.export = gr.CheckboxGroup([(t(f"export_{f}"), f) for f in EXPORTS], value=[], label=t("export_label"),
+            page.patience = gr.Number(default["patience"], precision=0, minimum=0, maximum=1000, label=t("patience_label"), elem_id="patience")
+            page.seed = gr.Number(default["seed"], precision=0, label=t("seed_label"), elem_id="seed")
+        page.export = gr.CheckboxGroup([(t(f"export_{f}"), f) for f in EXPORTS], value=default["export"], label=t("export_label"),
                                        info=t("export_info"), elem_id="export")
         with gr.Row():
-            page.budget = gr.Number(None, label=t("budget_label"), elem_id="budget")  # the engine checks it
-            page.class_weights = gr.Radio([(t(f"class_weights_{c}"), c) for c in CLASS_WEIGHTS], value="auto",
+            page.budget = gr.Number(default["budget"], label=t("budget_label"), elem_id="budget")  # the engine checks it
+            page.class_weights = gr.Radio([(t(f"class_weights_{c}"), c) for c in CLASS_WEIGHTS], value=default["class_weights"],
                                           label=t("class_weights_label"), elem_id="class-weights")
-            page.folds = gr.Number(0, precision=0, label=t("folds_label"), elem_id="folds")
+            page.folds = gr.Number(default["folds"], precision=0, label=t("folds_label"), elem_id="folds")
         lr_find_step.build(page)
         augment_step.build(page, ctx)
     with gr.Accordion(t("recipes"), open=False, elem_id="recipes"):
@@ -196,6 +197,16 @@ def _image_size_choices(chosen: list[str]) -> list[tuple[str, str]]:
 
 def wire(page, ctx: AppContext) -> callable:
     """Returns `then_refresh(event)`, which the data step uses to chain a refresh after a load."""
+    then_refresh = _wire_refresh(page, ctx)
+    _wire_start_from(page)
+    _wire_recipes(page, ctx)
+    lr_find_step.wire(page, ctx)
+    return then_refresh
+
+
+def _wire_refresh(page, ctx: AppContext) -> callable:
+    """Any setting changed, or a data set loaded: the choices that still fit, the table, the estimate
+    and the command line."""
 
     def for_dataset(state: dict | None, chosen: list[str] | None, owner_key: str | None = None, request: gr.Request = None) -> dict:
         """Offer the backbones of the dataset's task (and the person's own encoders), keeping their choice
@@ -212,7 +223,7 @@ def wire(page, ctx: AppContext) -> callable:
         choices = freeze_choices(chosen)
         # set the value only when it no longer fits: a refresh still under way must not undo a newer choice
         keep = values["freeze"] in [value for _, value in choices]
-        freeze = values["freeze"] if keep else "auto"
+        freeze = values["freeze"] if keep else RunConfig().freeze
         out = {page.freeze: gr.Dropdown(choices=choices) if keep else gr.Dropdown(choices=choices, value=freeze),
                page.fusion: gr.Dropdown(interactive=len(chosen) > 1),
                page.fusion_help: fusion_help(values["fusion"] or "concat", chosen),
@@ -248,6 +259,18 @@ def wire(page, ctx: AppContext) -> callable:
 
     page.refresh_waiting, page.refresh_outputs = refresh_waiting, outputs
 
+    def then_refresh(event):
+        return (event.then(for_dataset, [page.dataset_state, page.backbones, page.owner], [page.backbones], api_visibility="private",
+                           show_progress="hidden")
+                .then(refresh_waiting, [page.dataset_state], outputs, inputs_kwargs=inputs_of(page),
+                      api_visibility="private", show_progress="hidden"))
+
+    return then_refresh
+
+
+def _wire_start_from(page) -> None:
+    """Where a run starts: the earlier run or upload field that goes with it, and its help."""
+
     def show_start(start_from: str) -> dict:
         return {page.init_run: gr.Dropdown(visible=start_from == "run"),
                 page.init_upload: gr.File(visible=start_from == "upload"),
@@ -256,6 +279,9 @@ def wire(page, ctx: AppContext) -> callable:
     page.start_from.change(show_start, [page.start_from], [page.init_run, page.init_upload, page.start_help],
                            api_visibility="private", show_progress="hidden")
 
+
+def _wire_recipes(page, ctx: AppContext) -> None:
+    """Save the settings under a name; apply a saved recipe, or an earlier run's settings."""
     # a recipe holds every setting but the earlier model a run starts from
     recipe_settings = {name: c for name, c in page.settings.items() if name not in ("init_run", "init_upload")}
 
@@ -283,12 +309,3 @@ def wire(page, ctx: AppContext) -> callable:
 
     page.recipe_apply.click(apply_recipe, [page.recipe_pick, page.dataset_state, page.owner],
                             [page.recipe_msg, *recipe_settings.values()], api_visibility="private")
-
-    def then_refresh(event):
-        return (event.then(for_dataset, [page.dataset_state, page.backbones, page.owner], [page.backbones], api_visibility="private",
-                           show_progress="hidden")
-                .then(refresh_waiting, [page.dataset_state], outputs, inputs_kwargs=inputs_of(page),
-                      api_visibility="private", show_progress="hidden"))
-
-    lr_find_step.wire(page, ctx)
-    return then_refresh

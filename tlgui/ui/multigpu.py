@@ -9,8 +9,8 @@ import subprocess
 import sys
 import time
 
-from ..distributed import PEER_LOST
 from ..errors import TlguiError
+from ..training.distributed import PEER_LOST
 from . import run_folders
 from .text import t
 

@@ -15,9 +15,9 @@ from pathlib import Path
 import gradio as gr
 from PIL import Image
 
+from ..data.images import BadImage, open_rgb
+from ..data.limits import member_bytes
 from ..errors import TlguiError
-from ..images import BadImage, open_rgb
-from ..limits import member_bytes
 from .text import t
 
 

@@ -20,8 +20,6 @@ from ..images import BadImage, open_rgb
 from ..limits import member_bytes
 from .text import t
 
-from gradio.events import Dependency
-
 class GuardedImage(gr.Image):
     """gr.Image on the page and in the API; its handler gets a path or bytes, never a decoded picture."""
 

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import gradio as gr
 
-from ..backbones import all_backbones
-from ..datasets import Dataset
-from ..backbones.encoder import METHODS
+from ..data.datasets import Dataset
 from ..errors import TlguiError
-from ..pretrain import PretrainConfig, pretrain, read_images
+from ..nets.backbones import all_backbones
+from ..nets.backbones.encoder import METHODS
+from ..training.pretrain import PretrainConfig, pretrain, read_images
 from . import plots, run_folders, train_step
 from .context import AppContext
 from .guard import guarded
@@ -174,13 +174,21 @@ def build(page, ctx: AppContext) -> None:
     page.pretrain_shown = gr.State(-1)  # epochs drawn in the curve so far
 
 
+def _backbones_update(ctx: AppContext, state: dict | None, owner: str) -> gr.Dropdown:
+    # only the choices: the person's current pick stays as it is
+    return gr.Dropdown(choices=backbone_choices(ctx, owner, state["task"] if state else "image"))
+
+
 def wire(page, ctx: AppContext) -> None:
     """Needs `page.loaded` (the page's load event, after which the caller's owner is known)."""
-    limit, root = ctx.settings.max_jobs, ctx.settings.runs_root
+    _wire_start(page, ctx)
+    _wire_control(page, ctx)
+    _wire_follow(page, ctx)
 
-    def backbones_update(state: dict | None, owner: str) -> gr.Dropdown:
-        # only the choices: the person's current pick stays as it is
-        return gr.Dropdown(choices=backbone_choices(ctx, owner, state["task"] if state else "image"))
+
+def _wire_start(page, ctx: AppContext) -> None:
+    """Pretrain: queue a run, then follow it."""
+    limit, root = ctx.settings.max_jobs, ctx.settings.runs_root
 
     @guarded(page.pretrain_status, reset={page.pretrain_started: None})
     def start(state: dict | None, upload: str | None = None, method: str = METHODS[0], epochs: float = DEFAULT_EPOCHS,
@@ -214,6 +222,11 @@ def wire(page, ctx: AppContext) -> None:
                             api_name="pretrain").then(follow, [page.pretrain_started, page.owner], outputs(page),
                                                       api_visibility="private", show_progress="hidden")
 
+
+def _wire_control(page, ctx: AppContext) -> None:
+    """Stop, and the status that programs ask for."""
+    limit = ctx.settings.max_jobs
+
     def status_of(run_id: str | None, request: gr.Request, key: str | None, stop: bool = False) -> dict:
         if not run_id:
             raise TlguiError(t("pretrain_no_run"))
@@ -233,6 +246,11 @@ def wire(page, ctx: AppContext) -> None:
     page.pretrain_stop_btn.click(stop, [page.pretrain_run, page.owner], [page.pretrain_status], api_name="pretrain_stop")
     page.pretrain_status_api.click(status, [page.pretrain_run, page.owner], [page.pretrain_status], api_name="pretrain_status")
 
+
+def _wire_follow(page, ctx: AppContext) -> None:
+    """The timer that follows a run until it ends, and the run shown again when the page opens."""
+    limit, root = ctx.settings.max_jobs, ctx.settings.runs_root
+
     def poll(run_id: str | None, shown: int, state: dict | None, owner_key: str | None = None, request: gr.Request = None) -> dict:
         """One tick: the status always, the curve when an epoch ended, everything (and the
         owner's backbones, now with this encoder) once the run is over."""
@@ -242,7 +260,7 @@ def wire(page, ctx: AppContext) -> None:
             return {page.pretrain_timer: gr.Timer(active=False)}
         p = ctx.jobs.progress(run_id, folder)
         if p.done:
-            return {**show(page, folder, p, limit), page.backbones: backbones_update(state, owner)}
+            return {**show(page, folder, p, limit), page.backbones: _backbones_update(ctx, state, owner)}
         out = {page.pretrain_status: status_line(p, folder, limit)}
         if len(p.history) != shown:
             out.update({page.pretrain_plot: plots.curves(p.history, ("loss",)), page.pretrain_shown: len(p.history)})
@@ -262,7 +280,7 @@ def wire(page, ctx: AppContext) -> None:
         out = {page.pretrain_run: run_id, **show(page, folder, ctx.jobs.progress(run_id, folder) if folder else None,
                                                  limit)}
         if encoder_choices(ctx, owner):  # nothing of theirs to add: leave the list as the page built it
-            out[page.backbones] = backbones_update(state, owner)
+            out[page.backbones] = _backbones_update(ctx, state, owner)
         if run_id and ctx.jobs.is_active(run_id):  # a closed section would hide the run going on
             out[page.pretrain_box] = gr.Accordion(open=True)
         return out

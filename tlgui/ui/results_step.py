@@ -54,7 +54,7 @@ def view(page, folder: Path | None, task: str) -> dict:
             out[page.results_md] += t("results_folds", k=len(m["folds"]), mean=percent(m["folds_mean"]),
                                       spread=percent(m["folds_std"]))
         if m.get("recipe"):
-            from ..lpft import describe
+            from ..outputs.modelcard import describe
 
             out[page.results_md] += f"\n\n{describe(m['recipe'])}."
         out[page.confusion] = plots.confusion(m)

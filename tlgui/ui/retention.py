@@ -18,8 +18,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from ..data.limits import env_limit
 from ..public import is_public
-from ..limits import env_limit
 from . import run_folders
 from .text import t
 

@@ -11,11 +11,11 @@ import inspect
 import shlex
 from pathlib import Path
 
-from ..backbones import all_backbones
-from ..bundle import init_settings
 from ..cli import flags_of
 from ..config import RunConfig, started_from
 from ..errors import TlguiError
+from ..nets.backbones import all_backbones
+from ..outputs.bundle import init_settings
 from . import pretrain_step, run_folders
 from .context import AppContext
 from .text import t

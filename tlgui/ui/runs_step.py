@@ -7,9 +7,9 @@ import time
 import gradio as gr
 import pandas as pd
 
-from ..bundle import transfer_kind
 from ..config import RunConfig
 from ..errors import TlguiError
+from ..outputs.bundle import transfer_kind
 from . import plots, recipes, run_folders
 from .context import AppContext
 from .guard import guarded

@@ -6,7 +6,7 @@ import threading
 from collections import OrderedDict
 from pathlib import Path
 
-from ..datasets import Dataset, read_dataset
+from ..data.datasets import Dataset, read_dataset
 from ..errors import TlguiError
 
 KEEP = 16  # datasets kept in memory; an evicted one is read again (an upload removed once read: uploaded again)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..timing import format_seconds
+from ..events import format_seconds
 from .safety_text import SAFETY_TEXT
 
 TEXT: dict[str, str] = {

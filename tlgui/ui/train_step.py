@@ -40,7 +40,7 @@ def status_line(p: Progress | None, limit: int) -> str:
             line = t("status_finished", elapsed=duration(p.elapsed), accuracy=percent(m["accuracy"]),
                  f1=f"{m['macro_f1']:.3f}", best=m.get("best_epoch", ran), ran=ran)
         if m.get("recipe"):  # auto kept its fine-tuning
-            from ..lpft import describe
+            from ..outputs.modelcard import describe
 
             line += t("status_recipe", sentence=describe(m["recipe"]))
         return line
@@ -67,7 +67,7 @@ def fitted_line(p: Progress, m: dict) -> str:
     if m.get("folds"):
         line += t("status_folds", k=len(m["folds"]), mean=percent(m["folds_mean"]), spread=percent(m["folds_std"]))
     if m.get("recipe"):
-        from ..lpft import describe
+        from ..outputs.modelcard import describe
 
         line += t("status_recipe", sentence=describe(m["recipe"]))
     return line

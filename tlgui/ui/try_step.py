@@ -19,7 +19,7 @@ TOP_K = 3
 def snippet(task: str) -> str:
     example = "'picture.jpg'" if task == "image" else "'what a wonderful film'"
     return ("# pip install the tlgui engine (this project), then:\n"
-            "from tlgui.bundle import load_bundle\n\n"
+            "from tlgui.outputs import load_bundle\n\n"
             "model = load_bundle('model.zip')\n"
             f"print(model.predict([{example}], top_k=3))\n"
             "# -> [{'label': ..., 'score': ..., 'top_k': [[label, score], ...]}]")
