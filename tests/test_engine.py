@@ -88,7 +88,8 @@ def test_fine_tuning_modes_learn(freeze, data_zip, tmp_path):
 
 @pytest.mark.parametrize("fusion", list(MODES))
 def test_every_fusion_learns(fusion, data_zip, tmp_path):
-    config = RunConfig(backbones=["efficientnet_lite0", "mobilenet_v2"], freeze="all", fusion=fusion, epochs=4, lr=3e-3, patience=0, **SMALL)
+    config = RunConfig(backbones=["efficientnet_lite0", "mobilenet_v2"], freeze="all", fusion=fusion, epochs=4, lr=3e-3,
+                       patience=0, **SMALL)
     result = train(config, read_dataset(data_zip), tmp_path)
     assert _falls(result.history)
     assert result.metrics["accuracy"] > 0.5

@@ -67,8 +67,8 @@ def _outside(bundle, folder, kind: str) -> dict[str, np.ndarray]:
 def image_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("exports")
     data = write_class_zip(root / "train.zip", *fashion_mnist(30, classes=CLASSES))
-    tlgui("train", data, "--backbone", "efficientnet_lite0", "--freeze", "all", "--epochs", "6", "--lr", "0.003", "--image-size", SIZE,
-          "--export", "onnx", "--export", "onnx-int8", "--export", "torchscript", "--out", root / "run")
+    tlgui("train", data, "--backbone", "efficientnet_lite0", "--freeze", "all", "--epochs", "6", "--lr", "0.003",
+          "--image-size", SIZE, "--export", "onnx", "--export", "onnx-int8", "--export", "torchscript", "--out", root / "run")
     return root, data, root / "run" / "model.zip"
 
 
@@ -145,7 +145,8 @@ def test_a_mismatching_export_is_refused(image_run, tmp_path, monkeypatch, capsy
 def test_text_model_exports_with_its_tokenizer(tmp_path):
     reviews = movie_reviews(40)
     data = write_text_table(tmp_path / "reviews.csv", reviews)
-    tlgui("train", data, "--backbone", "glove_bilstm", "--freeze", "all", "--epochs", "2", "--export", "onnx", "--out", tmp_path / "run")
+    tlgui("train", data, "--backbone", "glove_bilstm", "--freeze", "all", "--epochs", "2", "--export", "onnx",
+          "--out", tmp_path / "run")
     bundle = tmp_path / "run" / "model.zip"
     texts = movie_reviews(60, seed=1)["text"].tolist()[:80] + ["", "Don't!  It's GREAT..."]
     folder = tmp_path / "unpacked"

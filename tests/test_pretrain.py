@@ -172,8 +172,8 @@ def test_fused_with_imagenet_and_reloads_without_the_encoder_file(ae, labelled, 
     copy = tmp_path / "mine" / "encoder.zip"
     copy.parent.mkdir()
     shutil.copy(ae[2] / "encoder.zip", copy)
-    result = train(RunConfig(backbones=["efficientnet_lite0", str(copy)], freeze="all", fusion="concat", epochs=1, **SMALL),
-                   read_dataset(labelled), tmp_path / "run")
+    result = train(RunConfig(backbones=["efficientnet_lite0", str(copy)], freeze="all", fusion="concat", epochs=1,
+                             **SMALL), read_dataset(labelled), tmp_path / "run")
     copy.unlink()
     loaded = load_bundle(result.bundle)  # the architecture comes from the bundle's entry, the weights too
     entry = loaded.meta["backbones"][1]

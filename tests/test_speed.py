@@ -280,7 +280,8 @@ def test_cli_prints_the_estimate_before_training(tmp_path, cache_dir, capsys):
 
     images, labels, names = fashion_mnist(3, classes=[0, 1])
     data = write_class_folders(tmp_path / "data", images, labels, names)
-    assert main(["train", str(data), "--out", str(tmp_path / "run"), "--freeze", "all", "--image-size", str(SIZE), "--epochs", "1"]) == 0
+    assert main(["train", str(data), "--out", str(tmp_path / "run"), "--freeze", "all", "--image-size", str(SIZE),
+                 "--epochs", "1"]) == 0
     out = capsys.readouterr().out
     assert "estimated time: " in out
     assert out.index("estimated time: ") < out.index("done: ")

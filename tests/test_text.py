@@ -186,8 +186,8 @@ def test_glove_bilstm_learns_and_round_trips(reviews, tmp_path, monkeypatch):
 
 
 def test_fusion_of_minilm_and_glove(reviews, tmp_path):
-    config = RunConfig(backbones=["minilm_l6", "glove_bilstm"], freeze="all", fusion="concat", epochs=8, lr=3e-3, max_length=64,
-                       patience=0)
+    config = RunConfig(backbones=["minilm_l6", "glove_bilstm"], freeze="all", fusion="concat", epochs=8, lr=3e-3,
+                       max_length=64, patience=0)
     result = train(config, read_dataset(reviews[0]), tmp_path)
     assert _accuracy(result.model, reviews[1]) > 0.65
     _probabilities_match(result.model, result.bundle, [POSITIVE, NEGATIVE, "fine"])

@@ -51,13 +51,13 @@ def earlier(clothes, tmp_path_factory):
 def test_init_from_an_earlier_bundle_starts_from_its_accuracy(earlier, clothes, tmp_path, capsys):
     """`train NEW --init earlier/model.zip` alone: the earlier network (backbone, input size) and its
     head, so the first epoch on new data is already about as good as the earlier run ended."""
-    code = main(["train", str(clothes[1]), "--init", str(earlier.bundle), "--freeze", "all", "--epochs", "1", "--patience", "0",
-                 "--out", str(tmp_path / "init")])
+    code = main(["train", str(clothes[1]), "--init", str(earlier.bundle), "--freeze", "all", "--epochs", "1",
+                 "--patience", "0", "--out", str(tmp_path / "init")])
     assert code == 0, capsys.readouterr().err
     config = json.loads((tmp_path / "init" / "config.json").read_text())
     assert config["backbones"] == ["mobilenet_v2"] and config["image_size"] == 32
-    fresh = train(RunConfig(backbones=["mobilenet_v2"], freeze="all", epochs=1, patience=0, **SMALL), read_dataset(clothes[1]),
-                  tmp_path / "fresh")
+    fresh = train(RunConfig(backbones=["mobilenet_v2"], freeze="all", epochs=1, patience=0, **SMALL),
+                  read_dataset(clothes[1]), tmp_path / "fresh")
     # a frozen head is fitted to convergence, so where it starts no longer shows in its first epoch:
     # the run from the earlier bundle ends as good as the earlier run and as a fresh one
     ended = json.loads((tmp_path / "init" / "results.json").read_text())["metrics"]["accuracy"]

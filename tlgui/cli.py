@@ -22,7 +22,8 @@ class _Parser(argparse.ArgumentParser):
         known, extras = self.parse_known_args(args, namespace)
         if extras:  # argparse reports these from the top parser: point at the command they followed
             command = getattr(known, "command", None)
-            self._fail(f"unrecognized arguments: {' '.join(extras)}", f"{self.prog} {command}" if command else self.prog)
+            hint = f"{self.prog} {command}" if command else self.prog
+            self._fail(f"unrecognized arguments: {' '.join(extras)}", hint)
         return known
 
     def error(self, message: str):

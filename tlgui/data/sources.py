@@ -15,15 +15,8 @@ import zipfile
 from pathlib import Path, PurePosixPath
 
 from ..errors import TlguiError
-from .limits import (
-    RATIO_FLOOR,
-    check_zip_directory,
-    max_dataset_bytes,
-    max_files,
-    max_ratio,
-    max_total_bytes,
-    member_bytes,
-)
+from .limits import (RATIO_FLOOR, check_zip_directory, max_dataset_bytes, max_files, max_ratio, max_total_bytes,
+                     member_bytes)
 
 ZIP_METHODS = {zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA}
 

@@ -147,13 +147,8 @@ def int8_candidates(fp32: bytes, probe: Probe, tokenizers: list[str] | None = No
     import tempfile
     from pathlib import Path
 
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        QuantFormat,
-        QuantType,
-        quantize_dynamic,
-        quantize_static,
-    )
+    from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType, quantize_dynamic,
+                                          quantize_static)
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     with tempfile.TemporaryDirectory(prefix="tlgui-int8-") as tmp:

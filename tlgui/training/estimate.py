@@ -25,20 +25,10 @@ from ..nets.model import Classifier
 from .device import amp_dtype, fork_rng, pick_device
 from .featcache import FeatureCache, feature_key
 from .inputs import build_model, uses_stored_features
-from .timing import (
-    MAX_PROBE_BATCH,
-    WARM_BATCH,
-    Sample,
-    epoch_overhead,
-    forward_cost,
-    gflops_per_example,
-    head_step_cost,
-    serialise_cost,
-    train_step_cost,
-    unobserved,
-)
+from .timing import (MAX_PROBE_BATCH, WARM_BATCH, Sample, epoch_overhead, forward_cost, gflops_per_example,
+                     head_step_cost, serialise_cost, train_step_cost, unobserved)
 
-__all__ = ["estimate_run", "fine_tune_seconds", "format_seconds", "rough_seconds"]
+__all__ = ["estimate_run", "fine_tune_seconds", "rough_seconds"]
 
 SHORT_RUN = 20  # a training step is timed only when the run trains on 20 times the probe's pictures
 # Otherwise a training step is reckoned as this many forward passes per picture (measured on a

@@ -11,21 +11,8 @@ import gradio as gr
 from ..errors import TlguiError
 from ..public import is_public
 from ..training.inputs import check_backbone_kinds
-from . import (
-    audit_step,
-    augment_step,
-    builder_step,
-    data_step,
-    model_step,
-    plots,
-    pretrain_step,
-    results_step,
-    retention,
-    run_folders,
-    runs_step,
-    train_step,
-    try_step,
-)
+from . import (audit_step, augment_step, builder_step, data_step, model_step, plots, pretrain_step, results_step,
+               retention, run_folders, runs_step, train_step, try_step)
 from .context import AppContext
 from .guard import guarded
 from .multigpu import all_gpus_work

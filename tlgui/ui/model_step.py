@@ -122,7 +122,7 @@ def build(page, ctx: AppContext) -> None:
     state = page.initial_dataset
     task = state["task"] if state else "image"
     chosen = default_backbones(task)
-    default = page_values(RunConfig(), FORMS)  # the command line's defaults: a bare `train` runs what the page starts with
+    default = page_values(RunConfig(), FORMS)  # the CLI's defaults: a bare `train` runs what the page starts with
     gr.Markdown(f"## {t('step_model')}")
     with gr.Row(equal_height=False):
         with gr.Column(scale=2):
@@ -132,12 +132,14 @@ def build(page, ctx: AppContext) -> None:
                                          label=t("backbones_label"), info=t("backbones_info"), elem_id="backbones",
                                          allow_custom_value=True)
             with gr.Row():
-                page.fusion = gr.Dropdown(list(FUSION_MODES), value=default["fusion"], label=t("fusion_label"), elem_id="fusion",
-                                          interactive=len(chosen) > 1)
+                page.fusion = gr.Dropdown(list(FUSION_MODES), value=default["fusion"], label=t("fusion_label"),
+                                          elem_id="fusion", interactive=len(chosen) > 1)
                 page.freeze = gr.Dropdown(freeze_choices(chosen), value=default["freeze"],
                                           label=t("freeze_label"), elem_id="freeze")
-            page.fusion_help = gr.Markdown(fusion_help(default["fusion"], chosen), elem_classes=["tl-help"], elem_id="fusion-help")
-            page.freeze_help = gr.Markdown(freeze_help(default["freeze"], chosen), elem_classes=["tl-help"], elem_id="freeze-help")
+            page.fusion_help = gr.Markdown(fusion_help(default["fusion"], chosen), elem_classes=["tl-help"],
+                                           elem_id="fusion-help")
+            page.freeze_help = gr.Markdown(freeze_help(default["freeze"], chosen), elem_classes=["tl-help"],
+                                           elem_id="freeze-help")
             page.start_from = gr.Radio([(t(f"start_{s}"), s) for s in STARTS], value="pretrained",
                                        label=t("start_label"), elem_id="start-from")
             page.init_run = gr.Dropdown([], value=None, label=t("init_run_label"), elem_id="init-run", visible=False)
@@ -150,23 +152,28 @@ def build(page, ctx: AppContext) -> None:
             page.estimate = gr.Markdown(t("estimate_pending"), elem_id="estimate")
     with gr.Accordion(t("advanced"), open=False, elem_id="advanced"):
         with gr.Row():
-            page.epochs = gr.Number(default["epochs"], precision=0, minimum=1, maximum=1000, label=t("epochs_label"), elem_id="epochs")
+            page.epochs = gr.Number(default["epochs"], precision=0, minimum=1, maximum=1000, label=t("epochs_label"),
+                                    elem_id="epochs")
             page.lr = gr.Number(default["lr"], minimum=1e-7, maximum=1.0, label=t("lr_label"), elem_id="lr")
-            page.batch_size = gr.Number(default["batch_size"], precision=0, minimum=1, maximum=1024, label=t("batch_label"), elem_id="batch-size")
-            page.image_size = gr.Dropdown(_image_size_choices(chosen), value=default["image_size"], label=t("image_size_label"),
-                                          elem_id="image-size")
+            page.batch_size = gr.Number(default["batch_size"], precision=0, minimum=1, maximum=1024, label=t("batch_label"),
+                                        elem_id="batch-size")
+            page.image_size = gr.Dropdown(_image_size_choices(chosen), value=default["image_size"],
+                                          label=t("image_size_label"), elem_id="image-size")
         with gr.Row():
-            page.val_split = gr.Slider(0.0, 0.5, value=default["val_split"], step=0.05, label=t("val_label"), elem_id="val-split")
-            page.augment = gr.Radio([(t(f"augment_{a}"), a) for a in AUGMENT], value=default["augment"], label=t("augment_label"),
-                                    elem_id="augment")
-            page.patience = gr.Number(default["patience"], precision=0, minimum=0, maximum=1000, label=t("patience_label"), elem_id="patience")
+            page.val_split = gr.Slider(0.0, 0.5, value=default["val_split"], step=0.05, label=t("val_label"),
+                                       elem_id="val-split")
+            page.augment = gr.Radio([(t(f"augment_{a}"), a) for a in AUGMENT], value=default["augment"],
+                                    label=t("augment_label"), elem_id="augment")
+            page.patience = gr.Number(default["patience"], precision=0, minimum=0, maximum=1000, label=t("patience_label"),
+                                      elem_id="patience")
             page.seed = gr.Number(default["seed"], precision=0, label=t("seed_label"), elem_id="seed")
-        page.export = gr.CheckboxGroup([(t(f"export_{f}"), f) for f in EXPORTS], value=default["export"], label=t("export_label"),
-                                       info=t("export_info"), elem_id="export")
+        page.export = gr.CheckboxGroup([(t(f"export_{f}"), f) for f in EXPORTS], value=default["export"],
+                                       label=t("export_label"), info=t("export_info"), elem_id="export")
         with gr.Row():
             page.budget = gr.Number(default["budget"], label=t("budget_label"), elem_id="budget")  # the engine checks it
-            page.class_weights = gr.Radio([(t(f"class_weights_{c}"), c) for c in CLASS_WEIGHTS], value=default["class_weights"],
-                                          label=t("class_weights_label"), elem_id="class-weights")
+            page.class_weights = gr.Radio([(t(f"class_weights_{c}"), c) for c in CLASS_WEIGHTS],
+                                          value=default["class_weights"], label=t("class_weights_label"),
+                                          elem_id="class-weights")
             page.folds = gr.Number(default["folds"], precision=0, label=t("folds_label"), elem_id="folds")
         lr_find_step.build(page)
         augment_step.build(page, ctx)
