@@ -442,6 +442,8 @@ def test_server_killed_mid_run_is_resumed_from_the_page(app, page, small_data):
         assert time.monotonic() < deadline, page.inner_text("#status")
         time.sleep(0.1)
     app.kill()
+    # the tab leaves the dead server's page: its own reconnect must not reload it under the goto below
+    page.goto("about:blank")
     assert run_state(folder) == "interrupted"
     left = files(folder)  # a `.NAME.tmp` may be there (killed mid-write), the real names are whole
     assert {"checkpoint.safetensors", "checkpoint.json", "config.json", "metrics.jsonl", "running.json"} <= left
