@@ -36,7 +36,7 @@ def test_named_endpoints_are_the_documented_ones(client):
     assert names == {"/load_dataset", "/train", "/stop", "/resume", "/status", "/predict", "/download", "/pretrain",
                      "/pretrain_stop", "/pretrain_status", "/add_class", "/add_pictures", "/add_webcam_picture",
                      "/dataset_zip", "/find_label_errors", "/save_corrected", "/load_server_dataset",
-                     "/lr_find"}
+                     "/lr_find", "/hub_check"}
 
 
 def test_upload_train_poll_download_predict(client, animal_zip, fashion_pictures, tmp_path):

@@ -78,14 +78,15 @@ def test_example_dataset_train_watch_try_download(page: Page, app_url, fashion_p
     open_app(page, app_url)
     expect(page.locator("#dataset-summary")).to_contain_text("10 classes")
     expect(page.locator("#dataset-summary")).to_contain_text("300 images used")
-    expect(page.locator("#backbones")).to_contain_text("efficientnet_lite0")
+    expect(page.locator("#backbones")).to_contain_text("auto")  # every installed backbone tried, the best kept
     expect(page.locator("#estimate")).to_contain_text("Estimated time", timeout=LOAD_S)
     small_settings(page, epochs=3, image_size="64 px")
     page.click("#train-btn")
     status = wait_status(page, "Finished")
     assert "validation accuracy" in status
     expect(page.locator("#loss-plot .scatterlayer .trace")).to_have_count(4)  # train/val x loss/accuracy
-    assert "fitted in" in status or "auto: LP-FT kept" in status  # the classifier's fit, not an undertrained curve
+    assert "fitted in" in status or "LP-FT" in status  # the classifier's fit, not an undertrained curve
+    expect(page.locator("#leaderboard")).to_contain_text("mobilenet_v2")  # what auto tried, under the status
     expect(page.locator("#loss-plot .scatterlayer .point").first).to_be_visible()  # one point per group of fit steps
     results = page.locator("#results")
     expect(results).to_be_visible(timeout=LOAD_S)

@@ -108,8 +108,11 @@ def test_text_dataset_in_the_browser(page: Page, app_url):
     open_app(page, app_url)
     page.locator("#example-picker label", has_text="movie-reviews").click()
     expect(page.locator("#dataset-summary")).to_contain_text("texts used", timeout=LOAD_S)
-    expect(page.locator("#backbones")).to_contain_text("minilm_l6", timeout=LOAD_S)
-    expect(page.locator("#backbones")).not_to_contain_text("efficientnet_lite0")
+    expect(page.locator("#cli-command")).to_contain_text("movie-reviews", timeout=LOAD_S)
+    page.click("#backbones input[role=combobox]")  # the list matches the data: text backbones only
+    expect(page.get_by_role("option", name="minilm_l6", exact=True)).to_be_visible(timeout=LOAD_S)
+    expect(page.get_by_role("option", name="efficientnet_lite0", exact=True)).to_have_count(0)
+    page.keyboard.press("Escape")
     page.get_by_text("Advanced settings").click()
     page.fill("#epochs input", "3")
     expect(page.locator("#cli-command")).to_contain_text("--epochs 3")

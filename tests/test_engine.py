@@ -19,7 +19,7 @@ from tlgui.outputs.evaluate import evaluate
 from tlgui.training.train import train
 
 CLASSES = [0, 1, 7, 8]  # t-shirt, trouser, sneaker, bag: four classes a small model tells apart at 32 px
-SMALL = dict(image_size=32, batch_size=16, seed=0)
+SMALL = dict(backbones=["efficientnet_lite0"], image_size=32, batch_size=16, seed=0)
 
 
 @pytest.fixture(scope="module")
@@ -88,8 +88,8 @@ def test_fine_tuning_modes_learn(freeze, data_zip, tmp_path):
 
 @pytest.mark.parametrize("fusion", list(MODES))
 def test_every_fusion_learns(fusion, data_zip, tmp_path):
-    config = RunConfig(backbones=["efficientnet_lite0", "mobilenet_v2"], freeze="all", fusion=fusion, epochs=4, lr=3e-3,
-                       patience=0, **SMALL)
+    config = RunConfig(**{**SMALL, "backbones": ["efficientnet_lite0", "mobilenet_v2"]}, freeze="all", fusion=fusion,
+                       epochs=4, lr=3e-3, patience=0)
     result = train(config, read_dataset(data_zip), tmp_path)
     assert _falls(result.history)
     assert result.metrics["accuracy"] > 0.5

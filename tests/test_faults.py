@@ -35,7 +35,8 @@ from tlgui.runs import run_state
 from tlgui.training.train import Trainer, train
 
 ROOT = Path(__file__).resolve().parents[1]
-FROZEN = dict(freeze="all", image_size=32, batch_size=8, epochs=2, patience=0, seed=0)
+FROZEN = dict(backbones=["efficientnet_lite0"],
+              freeze="all", image_size=32, batch_size=8, epochs=2, patience=0, seed=0)
 # A frozen backbone with augmentation trains its head by epochs (batches, checkpoints): the loop whose faults these
 # tests are about. Without augmentation a frozen head is one converged fit of a second, with no epochs.
 LOOP = dict(FROZEN, augment=True)
@@ -87,7 +88,8 @@ def stopper(event: str, what: str | None = None, epoch: int | None = None):
 def test_stop_before_the_first_epoch_leaves_a_clear_stopped_run(data, tmp_path, event, what):
     seen = []
     listen, stop = stopper(event, what)
-    config = RunConfig(**(LOOP if event == "batch" else FROZEN))
+    # a frozen run decodes as it embeds: pictures decoded up front are a fine-tuning run's
+    config = RunConfig(**(FROZEN if what == "computing features" else LOOP))
     result = train(config, read_dataset(data), tmp_path, [listen, seen.append], stop)
     assert result.status == "stopped" and result.bundle is None
     if what == "decoding images":

@@ -26,7 +26,8 @@ from tlgui.runs import atomic_write
 from tlgui.training.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
-SMALL = dict(freeze="all", image_size=32, batch_size=8, epochs=1, patience=0, seed=0)
+SMALL = dict(backbones=["efficientnet_lite0"],
+             freeze="all", image_size=32, batch_size=8, epochs=1, patience=0, seed=0)
 pytestmark = pytest.mark.usefixtures("one_thread", "own_feature_cache")
 
 

@@ -25,7 +25,8 @@ from tlgui.data.datasets import read_dataset
 from tlgui.errors import TlguiError
 from tlgui.training.train import train
 
-SMALL = dict(freeze="all", image_size=32, batch_size=8, epochs=1, patience=0, seed=0)
+SMALL = dict(backbones=["efficientnet_lite0"],
+             freeze="all", image_size=32, batch_size=8, epochs=1, patience=0, seed=0)
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

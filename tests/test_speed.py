@@ -59,7 +59,8 @@ class _BackboneCalls:
 
 
 def _config(**kw) -> RunConfig:
-    return RunConfig(**{"freeze": "all", "image_size": SIZE, "epochs": 2, "batch_size": 8, "patience": 0, **kw})
+    return RunConfig(**{"backbones": ["efficientnet_lite0"], "freeze": "all", "image_size": SIZE, "epochs": 2,
+                        "batch_size": 8, "patience": 0, **kw})
 
 
 # -- the cache in a run ----------------------------------------------------------------------
@@ -275,10 +276,11 @@ def test_estimate_of_a_fine_tune_counts_training_steps_and_leaves_random_streams
     assert any(k[0] == "train" for k in timing.PROBES if isinstance(k, tuple))
 
 
-def test_cli_prints_the_estimate_before_training(tmp_path, cache_dir, capsys):
+def test_cli_prints_the_estimate_from_the_first_batches(tmp_path, cache_dir, capsys):
+    """A frozen run times nothing before it starts: its first batches tell the time it will take."""
     from tlgui.cli import main
 
-    images, labels, names = fashion_mnist(3, classes=[0, 1])
+    images, labels, names = fashion_mnist(30, classes=[0, 1])
     data = write_class_folders(tmp_path / "data", images, labels, names)
     assert main(["train", str(data), "--out", str(tmp_path / "run"), "--freeze", "all", "--image-size", str(SIZE),
                  "--epochs", "1"]) == 0

@@ -21,7 +21,7 @@ def tracked(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("TLGUI_MLFLOW_TRACKING_URI", store.as_uri())
         # frozen with augmentation: the head trains by epochs (a frozen run without it is one converged fit)
-        p = tlgui("train", data, "--freeze", "all", "--epochs", "3", "--patience", "0", "--image-size", "32", "--augment",
+        p = tlgui("train", data, "--backbone", "efficientnet_lite0", "--freeze", "all", "--epochs", "3", "--patience", "0", "--image-size", "32", "--augment",
                   "--out", root / "run")
     assert "warning" not in p.stdout
     return root / "run", store

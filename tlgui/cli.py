@@ -11,7 +11,7 @@ import sys
 import threading
 from pathlib import Path
 
-from .config import DEVICES, EXPORTS, NOT_SWEPT, RunConfig, cli_settings, flag_of, started_from
+from .config import AUTO, DEVICES, EXPORTS, NOT_SWEPT, RunConfig, cli_settings, flag_of, started_from
 from .errors import TlguiError
 
 
@@ -191,8 +191,9 @@ def cmd_train(args) -> None:
     if args.gpus and distributed.world() == 1:  # start the processes; each runs this command without --gpus
         distributed.check_gpus(args.gpus, config.device)
         raise SystemExit(distributed.launch(args.gpus, _without_gpus(args.argv)))
-    for name in config.backbones:  # fail fast, before a long dataset read
-        get_info(name)
+    for name in config.backbones:  # fail fast, before a long dataset read (auto is made real by the data's kind)
+        if name != AUTO:
+            get_info(name)
     ds = _read(args)
     if main_rank:
         print(ds.summary(), flush=True)
@@ -243,7 +244,8 @@ def cmd_lr_find(args) -> None:
 
     config = run_config(args)
     for name in config.backbones:
-        get_info(name)
+        if name != AUTO:
+            get_info(name)
     ds = _read(args)
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())

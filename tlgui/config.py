@@ -14,6 +14,7 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 EXPORTS = ("onnx", "onnx-int8", "torchscript")
 CLASS_WEIGHTS = ("auto", "on", "off")
 NOT_SWEPT = ("export", "budget", "folds")  # settings a learning-rate sweep neither takes nor checks
+AUTO = "auto"  # as the backbone: the run chooses its backbones and their fusion
 
 
 def check_exports(formats: list[str]) -> None:
@@ -46,8 +47,10 @@ class FusionModes:
 
 @dataclass
 class RunConfig:
-    backbones: list[str] = field(default_factory=lambda: ["efficientnet_lite0"], metadata=flag(
-        "a backbone from `python -m tlgui backbones`, or an encoder.zip made by `pretrain`; repeat to fuse several",
+    backbones: list[str] = field(default_factory=lambda: [AUTO], metadata=flag(
+        "auto (the default: every backbone usable offline for the data's kind is tried, alone and the best few "
+        "joined, within --budget; the best on held-out data stays), a backbone from `python -m tlgui backbones`, "
+        "a Hugging Face Hub model as hf:OWNER/NAME, or an encoder.zip made by `pretrain`; repeat to fuse several",
         flag="--backbone", action="append"))
     fusion: str = field(default="concat", metadata=flag("how the features of several backbones are joined: %(choices)s",
                                                         choices=FusionModes(), metavar="MODE"))
@@ -79,12 +82,15 @@ class RunConfig:
     seed: int = field(default=0, metadata=flag("the random seed; the same seed repeats a run", type=int))
     device: str = field(default="auto", metadata=flag("where to train", choices=DEVICES))
     fusion_dim: int = 256
-    max_length: int = 128  # text: tokens kept per text
+    max_length: int | None = field(default=None, metadata=flag(  # a string on the command line: checked here
+        "tokens kept per text (default: from the data, the 95th percentile of the training texts' lengths, up to "
+        "the encoder's own limit)"))
     export: list[str] = field(default_factory=list, metadata=flag(
         "also put the model in the bundle as model.onnx, model.int8.onnx or model.torchscript.pt, checked against "
         "it on the validation data (repeat for several)", action="append", choices=EXPORTS))
     budget: float | None = field(default=None, metadata=flag(  # a string on the command line: checked here
-        "seconds --freeze auto may spend fine-tuning (default 60 on a CPU, 600 on a GPU)"))
+        "seconds --freeze auto may spend in all: trying backbones (frozen), then fine-tuning in the time left, "
+        "with fewer epochs or pixels where that fits (default 60 on a CPU, 600 on a GPU)"))
     class_weights: str = field(default="auto", metadata=flag(
         "inverse-frequency loss weights (auto: on when the largest class has 3x the smallest)", choices=CLASS_WEIGHTS))
     folds: int = field(default=0, metadata=flag(
@@ -97,6 +103,8 @@ class RunConfig:
     def validate(self) -> None:
         if not self.backbones:
             raise TlguiError("no backbone chosen: pick at least one (see `python -m tlgui backbones`)")
+        if AUTO in self.backbones and len(self.backbones) > 1:
+            raise TlguiError("auto chooses the backbones itself: give auto alone, or name the backbones to use")
         from .nets.fusion import check_mode  # beside torch, which the command line loads only when a command runs
 
         check_mode(self.fusion)
@@ -123,6 +131,15 @@ class RunConfig:
         self.export = list(dict.fromkeys(self.export))  # asked twice, exported once
 
     def _validate_recipe(self) -> None:
+        if self.max_length is not None:
+            whole = isinstance(self.max_length, float) and self.max_length.is_integer()  # a page's number: 256.0
+            try:
+                self.max_length = int(self.max_length if whole else str(self.max_length).strip())
+            except ValueError:
+                self.max_length = 0
+            if self.max_length < 8:
+                raise TlguiError("--max-length must be a whole number of tokens, 8 or more (for example 256), "
+                                 "or left out to follow the data")
         if self.budget is not None:
             try:
                 self.budget = float(self.budget)
@@ -136,6 +153,10 @@ class RunConfig:
             raise TlguiError("--folds must be a whole number of at least 2 (or 0 for one validation part)")
         if self.folds and self.freeze not in ("all", "auto"):
             raise TlguiError("--folds cross-validates a frozen head: use it with --freeze all or auto")
+
+    @property
+    def auto_backbones(self) -> bool:
+        return self.backbones == [AUTO]
 
     @property
     def trains_backbone(self) -> bool:

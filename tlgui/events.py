@@ -70,6 +70,8 @@ def print_progress(e: dict, out=None) -> None:
               f"{e['epochs']} epochs, backbones {', '.join(e['backbones'])} (freeze {e['freeze']})", file=out, flush=True)
         if e.get("estimate"):
             print(f"estimated time: {e['estimate']['text']}", file=out, flush=True)
+    elif kind == "estimate":  # a run that timed nothing before it started tells it from its first batches
+        print(f"estimated time: {e['text']}", file=out, flush=True)
     elif kind == "warning":
         print(f"warning: {e['message']}", file=out, flush=True)
     elif kind == "note":

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from .config import AUTO
 from .data.limits import env_limit
 from .errors import TlguiError
 
@@ -67,6 +68,7 @@ class Policy:
     max_run_s: float | None
     runs_per_browser: int | None
     max_queue: int | None
+    hub_allow: tuple[str, ...] | None = None  # Hub ids (`OWNER/NAME`) a run may name; None: any
 
     @classmethod
     def from_env(cls) -> Policy:
@@ -77,12 +79,28 @@ class Policy:
                    _int(_limit("TLGUI_MAX_EPOCHS", PUBLIC_MAX_EPOCHS, public)),
                    _limit("TLGUI_MAX_RUN_MINUTES", PUBLIC_MAX_RUN_MINUTES, public, 60),
                    _int(_limit("TLGUI_RUNS_PER_BROWSER", PUBLIC_RUNS_PER_BROWSER, public)),
-                   _int(_limit("TLGUI_MAX_QUEUE", PUBLIC_MAX_QUEUE, public)))
+                   _int(_limit("TLGUI_MAX_QUEUE", PUBLIC_MAX_QUEUE, public)), hub_allowlist(public))
 
     def allows_backbone(self, name: str, params: int) -> bool:
         from .nets.backbones import is_own_encoder
 
+        if not self.allows_hub(name):
+            return False
         return self.max_params is None or params <= self.max_params or is_own_encoder(name)
+
+    def allows_hub(self, name: str) -> bool:
+        """Whether a Hub backbone (`hf:OWNER/NAME`) is one this server lets runs download; other names are."""
+        name = str(name)
+        if not name.startswith("hf:") or self.hub_allow is None:
+            return True
+        return name[3:].strip().lower() in {a.lower() for a in self.hub_allow}
+
+    def check_hub(self, name: str) -> None:
+        """Refuse a Hub backbone outside the allowlist, before anything of it is downloaded."""
+        if not self.allows_hub(name):
+            shown = ", ".join(self.hub_allow[:6]) + (", ..." if len(self.hub_allow) > 6 else "")
+            raise TlguiError(f"{name} is not among the Hub models this server offers ({shown or 'none'}): "
+                             "choose one of them (the operator sets TLGUI_HUB_ALLOW)")
 
     def check_run(self, backbones: list[str], epochs: int) -> None:
         """Refuse settings above this server's limits, before anything is queued."""
@@ -93,7 +111,8 @@ class Policy:
                              "choose fewer")
         if self.max_epochs is not None and epochs > self.max_epochs:
             raise TlguiError(f"this server trains at most {self.max_epochs} epochs in one run: choose fewer")
-        for name in backbones:
+        for name in (n for n in backbones if n != AUTO):  # auto's candidates are installed and small
+            self.check_hub(name)
             info = get_info(name)
             if not self.allows_backbone(name, info.params):
                 raise TlguiError(f"{name} has {info.params / 1e6:,.0f}M parameters, more than this server offers "
@@ -106,6 +125,19 @@ class Policy:
                              "from one browser: wait for it to end, or stop it")
         if self.max_queue is not None and total >= self.max_queue:
             raise TlguiError(f"this server is busy ({total} runs queued or training): try again in a few minutes")
+
+
+def hub_allowlist(public: bool) -> tuple[str, ...] | None:
+    """`TLGUI_HUB_ALLOW` (ids separated by commas; `*`: any), else in public mode the recommended ones."""
+    raw = os.environ.get("TLGUI_HUB_ALLOW")
+    if raw is not None and raw.strip():
+        ids = tuple(dict.fromkeys(i.strip().removeprefix("hf:") for i in raw.split(",") if i.strip()))
+        return None if "*" in ids else ids
+    if not public:
+        return None
+    from .nets.backbones.hub import RECOMMENDED
+
+    return tuple(s.repo for s in RECOMMENDED)
 
 
 def _int(value: float | None) -> int | None:

@@ -81,11 +81,14 @@ def cpu_threads(n: int | None):
                 torch.set_num_threads(_threads_held["before"])
 
 
-def to_device(x, device: torch.device, augment: bool = False, generator: torch.Generator | None = None):
-    """A batch as the model takes it on `device`: pictures (uint8) as floats, augmented when
-    training; lists of feature tensors moved; texts as they are (each text backbone tokenises)."""
+def to_device(x, device: torch.device, augment: bool = False, generator: torch.Generator | None = None,
+              channels_last: bool | None = None):
+    """A batch as the model takes it on `device`: pictures (uint8) as floats (channels-last where
+    faster, unless told), augmented when training; lists of feature tensors moved; texts as they
+    are (each text backbone tokenises)."""
     if isinstance(x, torch.Tensor):
-        return image_batch(x, device, augment, generator, channels_last=uses_channels_last(device))
+        layout = uses_channels_last(device) if channels_last is None else channels_last
+        return image_batch(x, device, augment, generator, channels_last=layout)
     if isinstance(x, list) and x and isinstance(x[0], torch.Tensor):
         return [f.to(device, non_blocking=True) for f in x]
     return x

@@ -10,10 +10,13 @@ also takes `plan(batches)`, the batches to come, and decodes them ahead.
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import sys
 import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -58,16 +61,6 @@ def choose_kind(n: int, size: int, folder: Path) -> str:
     return "disk" if free > 2 * need else "stream"
 
 
-def extraction_kind(n: int, size: int) -> str:
-    """Frozen features decode each picture once either way: a set that fits the budget is decoded
-    all at once, as before (a little faster); a bigger one batch by batch (`stream`), so that only
-    the batches in flight stay in memory."""
-    forced = os.environ.get("TLGUI_PICTURES", "").strip()
-    if forced in KINDS:
-        return "memory" if forced == "memory" else "stream"
-    return "memory" if n * size * size * 3 <= _budget() else "stream"
-
-
 def pictures(ds: Dataset, indices: np.ndarray, size: int, kind: str, folder: Path, device: torch.device,
              progress=None):
     """The pictures `indices` of `ds` at `size`, as `kind` (memory, disk or stream) says."""
@@ -107,9 +100,9 @@ class StreamedPictures:
         return len(self.set)
 
     def plan(self, batches: list[torch.Tensor]) -> None:
-        """The batches `take` will be asked for next, in order: workers decode them ahead."""
+        """The batches `take` will be asked for next, in order: workers (or threads) decode them ahead."""
         if not self.workers:
-            self._ahead = None
+            self._ahead = _decoded_ahead(self.set, batches)
             return
         loader = torch.utils.data.DataLoader(
             self.set, batch_sampler=[b.tolist() for b in batches], num_workers=self.workers,
@@ -131,6 +124,27 @@ class StreamedPictures:
         pixels = decode_images(self.set.ds, self.set.indices[idx.numpy()], self.set.size)
         self._current = (idx, pixels)
         return pixels
+
+
+def _decoded_ahead(pictures: PictureSet, batches: list[torch.Tensor]):
+    """(batch, pixels) in order, each batch decoded in a thread of this process while the ones
+    before it are used: the model's forward pass and the decoding overlap (both release the GIL)."""
+    pool = ThreadPoolExecutor(max_workers=1)
+
+    def submit(idx: torch.Tensor):
+        return idx, pool.submit(decode_images, pictures.ds, pictures.indices[idx.numpy()], pictures.size)
+
+    todo = iter(batches)
+    pending = deque(submit(idx) for idx in itertools.islice(todo, PREFETCH))
+    try:
+        while pending:
+            idx, future = pending.popleft()
+            nxt = next(todo, None)
+            if nxt is not None:
+                pending.append(submit(nxt))
+            yield idx, future.result()
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _within(part: torch.Tensor, whole: torch.Tensor) -> bool:

@@ -63,13 +63,13 @@ def tokenizer_json(backbone) -> str:
         tok.pre_tokenizer = pre_tokenizers.Sequence(
             [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Split(Regex(_TOKEN.pattern), behavior="isolated")])
         pad = PAD
-    elif backbone.name == "minilm_l6":
+    elif hasattr(backbone, "tokenizer_json"):  # a sentence encoder: minilm_l6, or one of the Hub
         tok = Tokenizer.from_str(backbone.tokenizer_json)
-        pad = "[PAD]"
+        pad = backbone.pad_token
     else:
         raise TlguiError(f"the text backbone {backbone.name} cannot be exported: use the model.zip with tlgui")
     tok.enable_truncation(backbone.max_length)
-    tok.enable_padding(pad_id=0, pad_token=pad)
+    tok.enable_padding(pad_id=getattr(backbone, "pad_id", 0), pad_token=pad)
     return tok.to_str()
 
 

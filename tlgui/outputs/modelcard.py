@@ -36,7 +36,8 @@ def hub_metadata(meta: dict, metrics: dict) -> list[str]:
         library_name="tlgui", pipeline_tag=task, datasets=[dataset], metrics=["accuracy", "f1"],
         tags=["tlgui", task, "transfer-learning", *backbones, *(["onnx"] if any("onnx" in f for f in meta.get("exports", {}))
                                                                   else [])],
-        model_name=f"tlgui-{meta['task']}-classifier-{dataset}", eval_results=results or None)
+        model_name=f"tlgui-{meta['task']}-classifier-{dataset}", eval_results=results or None,
+        base_model=[b["repo"] for b in meta["backbones"] if b.get("family") == "hub" and b.get("repo")] or None)
     return ["---", data.to_yaml(), "---", ""]
 
 
@@ -111,23 +112,73 @@ def fit_lines(metrics: dict) -> list[str]:
     if metrics.get("class_weights"):
         lines.append("Loss weighted by inverse class frequency: " + ", ".join(f"{w:.2f}" for w in metrics["class_weights"]))
     if metrics.get("recipe"):
-        lines += ["", describe(metrics["recipe"]) + "."]
+        lines += ["", describe(metrics["recipe"]) + "."] + leaderboard_lines(metrics["recipe"])
     return lines
 
 
+def leaderboard_lines(record: dict) -> list[str]:
+    """The card's table of the candidates auto tried: each one's held-out accuracy and fit time."""
+    rows = record.get("candidates") or []
+    if not rows:
+        return []
+    lines = ["", f"| candidate | accuracy ({record['by']}) | fit (s) | kept |", "|---|---|---|---|"]
+    return lines + [f"| {candidate_name(r)} | {100 * (r['accuracy'] or 0):.1f}% | {r['seconds']:.2f} | "
+                    f"{'yes' if r.get('chosen') else ''} |" for r in rows]
+
+
 def describe(record: dict) -> str:
-    """One sentence: which recipe won, by how much, and what a larger budget would add."""
+    """One sentence: which backbones auto kept among those it tried, which recipe (probe or LP-FT),
+    by how much, and what a larger budget would add."""
+    parts = [_search_words(record)] if record.get("candidates") or record.get("left_out") else []
+    if "lpft_ran" in record:
+        parts.append(_lpft_words(record))
+    return "auto: " + "; ".join(parts)
+
+
+def candidate_name(row: dict) -> str:
+    """A candidate of auto's leaderboard in words: its backbones, and how they are joined."""
+    return " + ".join(row["backbones"]) + (f" ({row['fusion']})" if row.get("fusion") else "")
+
+
+def _search_words(record: dict) -> str:
+    best = next((r for r in record["candidates"] if r.get("chosen")), None)
+    if best is None:  # the first candidate alone: the others' features would not fit
+        best = record
+        text = f"{candidate_name(record)} alone"
+    else:
+        text = (f"{candidate_name(best)} kept, {100 * (best['accuracy'] or 0):.1f}% by {record['by']}, the best of "
+                f"{len(record['candidates'])} candidates")
+    if len(best["backbones"]) > 1:
+        alone = 100 * (record["best_single_accuracy"] or 0)
+        text += f" (the best backbone alone, {record['best_single']}: {alone:.1f}%)"
+    for gone in record.get("left_out") or []:
+        cost = format_seconds(gone["seconds"])
+        text += f"; {gone['backbone']} left out (its features: about {cost}, past a twelfth of the budget)"
+    return text
+
+
+def _lpft_words(record: dict) -> str:
+    est = record.get("lpft_estimate_s")
     if not record["lpft_ran"]:
-        est = record.get("lpft_estimate_s")
         if est is None:
-            return "auto: linear probe (fine-tuning could not be estimated)"
-        return (f"auto: linear probe; fine-tuning (LP-FT) would take about {format_seconds(est)}, over the "
-                f"{format_seconds(record['budget_s'])} budget: a budget of {int(est) + 1} s or more adds it")
+            return "linear probe (fine-tuning could not be estimated)"
+        left = record.get("budget_left_s")
+        spent = record["budget_s"] - left if left is not None else 0.0
+        had = f"the {format_seconds(left)} left of the " if left is not None else "the "
+        return (f"linear probe; fine-tuning (LP-FT) would take about {format_seconds(est)}, over {had}"
+                f"{format_seconds(record['budget_s'])} budget: a budget of {int(spent + est) + 1} s or more adds it")
+    plan = record.get("lpft_plan") or {}
+    cut = []
+    if plan and plan["epochs"] < plan["of"]:
+        cut.append(f"{plan['epochs']} of {plan['of']} epochs")
+    if plan.get("image_size"):
+        cut.append(f"at {plan['image_size']} px")
+    tuned = "LP-FT" + (f" ({', '.join(cut)}, to fit the budget)" if cut else "")
     margin = 100 * (record["margin"] or 0.0)
     if record["chosen"] == "lp-ft":
-        return f"auto: LP-FT kept, {margin:+.1f} points of validation accuracy over the linear probe"
+        return f"{tuned} kept, {margin:+.1f} points of validation accuracy over the linear probe"
     if margin > 0:  # ahead, but within the validation set's noise
-        return (f"auto: linear probe kept, LP-FT scored {margin:+.1f} points on validation, within chance "
+        return (f"linear probe kept, {tuned} scored {margin:+.1f} points on validation, within chance "
                 f"(validation examples only LP-FT got right: {record.get('lpft_wins', 0)}, only the probe: "
                 f"{record.get('probe_wins', 0)})")
-    return f"auto: linear probe kept, LP-FT scored {margin:+.1f} points on validation"
+    return f"linear probe kept, {tuned} scored {margin:+.1f} points on validation"

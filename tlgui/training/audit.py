@@ -30,13 +30,16 @@ def frozen_features(config: RunConfig, dataset: Dataset, work_dir: str | Path | 
     `work_dir` receives the trainer's log (a temporary folder when None)."""
     import torch
 
+    from .auto import one_backbone, settle_length
     from .inputs import build_model
     from .train import Trainer
 
     cfg = RunConfig.from_dict({**config.to_dict(), "freeze": "all", "augment": False, "export": []})
+    cfg = one_backbone(cfg, dataset.task)
     with tempfile.TemporaryDirectory(prefix="tlgui-audit-") as tmp:
         trainer = Trainer(cfg, dataset, work_dir or tmp, listeners, stop)
         model = build_model(cfg, dataset, trainer.device, list(dataset.inputs))  # a vocabulary from the texts at hand
+        trainer.config = settle_length(cfg, model, list(dataset.inputs))
         feats = trainer.features(model, np.arange(len(dataset)))
     return torch.cat([f.float() for f in feats], dim=1).numpy()
 

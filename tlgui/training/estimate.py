@@ -26,7 +26,7 @@ from .device import amp_dtype, fork_rng, pick_device
 from .featcache import FeatureCache, feature_key
 from .inputs import build_model, uses_stored_features
 from .timing import (MAX_PROBE_BATCH, WARM_BATCH, Sample, epoch_overhead, forward_cost, gflops_per_example,
-                     head_step_cost, serialise_cost, train_step_cost, unobserved)
+                     head_step_cost, measured_seconds_per_gflop, serialise_cost, train_step_cost, unobserved)
 
 __all__ = ["estimate_run", "fine_tune_seconds", "rough_seconds"]
 
@@ -37,10 +37,13 @@ TRAIN_OVER_FORWARD = 4.0
 ROUGH_DECODE_EACH = 0.002  # seconds per picture, decoded and resized once per run, before any is decoded here
 
 
-def estimate_run(config: RunConfig, dataset: Dataset, model: Classifier | None = None) -> dict:
+def estimate_run(config: RunConfig, dataset: Dataset, model: Classifier | None = None,
+                 probe: bool = True) -> dict | None:
     """Seconds by phase: `setup`, `decode`, `features`, `prepare` (decode + features),
     `epoch`, `epochs`, `finish`, `total`; `cached` (inputs whose features are stored),
-    and `text`, the total in words. `model` is the run's model where it is built already."""
+    and `text`, the total in words. `model` is the run's model where it is built already.
+    `probe=False`: a frozen run's figure from speeds measured already (the page measures this
+    machine's in the background), with no probe: None where none is known."""
     import time
 
     device = pick_device(config.device)
@@ -52,16 +55,18 @@ def estimate_run(config: RunConfig, dataset: Dataset, model: Classifier | None =
             t = time.perf_counter()
             model = build_model(config, dataset, device, [dataset.inputs[i] for i in dataset.indices("train")])
             setup = time.perf_counter() - t
-        return _estimate(config, dataset, model, device, n_train, n_val, setup)
+        return _estimate(config, dataset, model, device, n_train, n_val, setup, probe)
 
 
-def _estimate(config, dataset, model, device, n_train, n_val, setup) -> dict:
+def _estimate(config, dataset, model, device, n_train, n_val, setup, probe=True) -> dict | None:
     import sklearn.metrics  # noqa: F401 - the run's final report needs it; its first import costs seconds, paid here
 
     order = np.concatenate([dataset.indices("train"), dataset.indices("val")])
     frozen = uses_stored_features(model, config, dataset.task)
     missing = _missing(config, dataset, model, order, device) if frozen else [list(range(len(order)))]
     n_decode = len(set().union(*missing)) if dataset.task == "image" else 0
+    if frozen and not probe:
+        return _measured_frozen(config, dataset, model, device, missing, n_decode, setup, len(order))
     sample = Sample.of(dataset, order, decode_size(model)) if any(missing) else None
     decode = n_decode * sample.decode_each if n_decode else 0.0
     features = 0.0
@@ -80,6 +85,25 @@ def _estimate(config, dataset, model, device, n_train, n_val, setup) -> dict:
     return {"setup": setup, "decode": decode, "features": features, "prepare": decode + features, "epoch": epoch,
             "epochs": config.epochs, "finish": finish, "total": total, "device": str(device),
             "cached": len(order) - max(map(len, missing)) if frozen else 0, "text": format_seconds(total)}
+
+
+def _measured_frozen(config, dataset, model, device, missing, n_decode, setup, n) -> dict | None:
+    """A frozen run's seconds with no probe: its features at this machine's measured speed per GFLOP."""
+    rate = measured_seconds_per_gflop(dataset.task, device, extract_batch(config.batch_size, device))
+    if rate is None and any(missing):
+        return None
+    from ..nets.backbones import get_info
+
+    try:
+        features = sum(len(m) * rate * gflops_per_example(get_info(b.name), decode_size(model), config.max_length)
+                       for b, m in zip(model.backbones, missing) if m)
+    except Exception:  # noqa: BLE001 - a backbone without a record: the run's progress tells its time
+        return None
+    decode = n_decode * ROUGH_DECODE_EACH
+    total = setup + decode + features
+    return {"setup": setup, "decode": decode, "features": features, "prepare": decode + features, "epoch": 0.0,
+            "epochs": config.epochs, "finish": 0.0, "total": total, "device": str(device),
+            "cached": n - max(map(len, missing)), "text": format_seconds(total)}
 
 
 def _missing(config, dataset, model, order, device) -> list[list[int]]:

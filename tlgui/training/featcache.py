@@ -62,14 +62,21 @@ def backbone_key(backbone: torch.nn.Module, decode_size: int | None, precision: 
             "body": type(body).__qualname__ if body is not None else None, "decode_size": decode_size,
             "precision": precision, "torch": torch.__version__, "extra": extra or {}}
     h.update(json.dumps(head, sort_keys=True, default=str).encode())
-    for name, t in backbone.state_dict().items():
-        t = t.detach().cpu().contiguous()
-        h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy() if t.numel() else b"")
+    h.update(weights_digest(backbone).encode())
     files = backbone.bundle_files() if hasattr(backbone, "bundle_files") else {}
     for name in sorted(files):
         h.update(name.encode())
         h.update(hashlib.blake2b(files[name], digest_size=16).digest())
+    return h.hexdigest()
+
+
+def weights_digest(module: torch.nn.Module) -> str:
+    """A hash of a module's weights and buffers, names and shapes included."""
+    h = hashlib.blake2b(digest_size=16)
+    for name, t in module.state_dict().items():
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy() if t.numel() else b"")
     return h.hexdigest()
 
 

@@ -80,6 +80,8 @@ class FinishPart:
             mistakes = mistakes_of(ds, val_idx, va.labels.numpy(), pred, probs)
         metrics["best_epoch"] = best_epoch
         metrics.update(extra or {})
+        if self.extraction:
+            metrics["extraction"] = self.extraction
         if not self.main:  # rank 0 writes the bundle
             return RunResult(status, self.out_dir, None, metrics, history, model)
         weights = model.fusion.weights()

@@ -23,6 +23,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
+
+from ..nets.fusion import Conv, Product, Projected, Weighted
+from ..nets.standardise import FeatureScale
 
 C_GRID = (1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0, 3.0, 10.0)  # strong to weak regularisation
 HISTORY = 20  # L-BFGS curvature pairs kept
@@ -108,20 +112,11 @@ class Linear:
     def __init__(self, model, parts: list[list[torch.Tensor]], labels: list[torch.Tensor], weight=None):
         self.model, self.labels, self.weight, self.parts = model, labels, weight, parts
         width = sum(x.shape[1] for x in parts[0])
-        gram = torch.zeros(width, width, device=labels[0].device)
-        for f in parts:
-            for rows in _chunks(len(f[0])):
-                x = self._standardised(f, rows)
-                gram.addmm_(x.T, x)
-        gram /= max(sum(len(y) for y in labels), 1)
-        # in float64: float32's eigh fails on many repeated (zero) eigenvalues (fewer rows than width), and
-        # whether it fails depends on where its buffers lie in memory, so the same seed gave two runs;
-        # float64's axes are the same to the bit each time, for 0.08 s more at 1,280 wide
-        var, axes = (t.float() for t in torch.linalg.eigh(gram.double()))
-        var, axes = var.flip(0).clamp_min(0), axes.flip(1)
+        n = sum(len(y) for y in labels)
+        var, axes = self._rows_axes(n) if n < width else self._width_axes(width, n)
         share = var.cumsum(0) / var.sum().clamp_min(1e-30)
         r = min(int((share < 1 - LEFT_OUT).sum()) + 1, len(var))
-        self.var, self.axes = var[:r], axes[:, :r].contiguous()
+        self.var, self.axes = var[:r].float(), axes[:, :r].float().contiguous()
         self.width = r
         self.turned = [self._turn(f) if f[0].dtype == torch.float32 else None for f in parts]
         self.onehot = [F.one_hot(y, model.head[-1].out_features).float() for y in labels]
@@ -129,6 +124,30 @@ class Linear:
         linear = model.head[-1]
         self.w = (linear.weight.detach() @ self.axes).clone()
         self.b = linear.bias.detach().clone()
+
+    def _width_axes(self, width: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Variances and principal axes, largest first, from the width x width Gram matrix of the rows."""
+        gram = torch.zeros(width, width, device=self.labels[0].device)
+        for f in self.parts:
+            for rows in _chunks(len(f[0])):
+                x = self._standardised(f, rows)
+                gram.addmm_(x.T, x)
+        gram /= max(n, 1)
+        # in float64: float32's eigh fails on many repeated (zero) eigenvalues (fewer rows than width), and
+        # whether it fails depends on where its buffers lie in memory, so the same seed gave two runs;
+        # float64's axes are the same to the bit each time, for 0.08 s more at 1,280 wide
+        var, axes = torch.linalg.eigh(gram.double())
+        return var.flip(0).clamp_min(0), axes.flip(1)
+
+    def _rows_axes(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The same from the n x n matrix of the rows' products, where rows are fewer than features (a few
+        hundred pictures, several backbones side by side): X X^T u = l u gives the axis X^T u / sqrt(l) of
+        variance l / n. Its eigh costs n^3, not width^3: 0.02 s against 28 s at 300 rows of 3,840 features."""
+        x = torch.cat([self._standardised(f, slice(None)) for f in self.parts]).double()
+        lam, u = torch.linalg.eigh(x @ x.T)
+        lam, u = lam.flip(0).clamp_min(0), u.flip(1)
+        axes = (x.T @ u) / lam.sqrt().clamp_min(1e-12)  # columns past the rank are cut by the caller's share
+        return lam / max(n, 1), axes
 
     def _turn(self, f: list[torch.Tensor]) -> torch.Tensor:
         out = torch.empty(len(f[0]), self.width, device=f[0].device)
@@ -237,12 +256,66 @@ class Linear:
 class Fused:
     """A head behind a learned fusion (mean, weighted, product, conv): non-convex, fitted through
     autograd on the model itself. Under strong regularisation a projection and the head both shrink
-    to zero, a stationary point no warm start would leave, so each C of a walk starts afresh."""
+    to zero, a stationary point no warm start would leave, so each C of a walk starts afresh, from
+    the backbones' own probes (`start`)."""
 
     def __init__(self, model, parts: list[list[torch.Tensor]], labels: list[torch.Tensor], weight=None):
         self.model, self.parts, self.labels, self.weight = model, parts, labels, weight
         self.restart = self.state()
         self.width = sum(f.shape[1] for f in parts[0])
+        self.singles: list[tuple[Linear, nn.Module]] | None = None  # each backbone's probe, made on first use
+
+    def start(self, c: float) -> None:
+        """Where a fit at this C starts: each projection from its backbone's own converged probe at C
+        (on the training rows, read through the projection's own normalisation), the head reading
+        those logits back. Mean, weighted and conv start from the average of the probes' logits,
+        product from the best probe's (the other factors at one). From a random start the fit stopped
+        below its best backbone alone (weighted: 0.896 against 0.931 on 400 digits)."""
+        self.load(self.restart)
+        fusion, linear = self.model.fusion, self.model.head[-1]
+        k = linear.out_features
+        if not isinstance(fusion, Projected) or k > fusion.out_dim:  # no room for the logits: a random start
+            return
+        self.singles = self.singles or self._singles(fusion, k)
+        losses = [problem.fit(c)[0] for problem, _ in self.singles]
+        with torch.no_grad():
+            for (_, single), proj in zip(self.singles, fusion.proj):
+                out = proj[1]
+                out.weight.zero_()
+                out.bias.zero_()
+                out.weight[:k] = single.head[-1].weight
+                out.bias[:k] = single.head[-1].bias
+                if isinstance(fusion, Product) and single is not self.singles[int(np.argmin(losses))][1]:
+                    out.bias.fill_(1.0)
+            linear.weight.zero_()
+            linear.bias.zero_()
+            linear.weight[:, :k] = torch.eye(k, device=linear.weight.device)
+            if isinstance(fusion, Conv):  # the middle tap of each backbone's channel: their mean
+                fusion.conv.weight.zero_()
+                fusion.conv.bias.zero_()
+                fusion.conv.weight[0, :, 1] = 1 / len(fusion.proj)
+
+    def _squares(self, penalised: list[torch.Tensor]) -> torch.Tensor:
+        """The L2 penalty's sum of squares. Weighted fusion's projections count times their backbone's
+        weight (K w_k: 1 where the weights are even): penalised on their own, a projection would cost
+        less behind a larger weight, and the penalty, not the data, drove all the weight onto one
+        backbone (85.1% against 85.7% for the best backbone alone, 87.6% for mean)."""
+        fusion = self.model.fusion
+        scale = {}
+        if isinstance(fusion, Weighted):
+            w = fusion.logits.softmax(0) * len(fusion.proj)
+            scale = {id(proj[1].weight): w[k] for k, proj in enumerate(fusion.proj)}
+        return sum(((scale[id(p)] * p) ** 2).sum() if id(p) in scale else (p * p).sum() for p in penalised)
+
+    def _singles(self, fusion: Projected, k: int) -> list[tuple[Linear, nn.Module]]:
+        """Per backbone, the convex probe on its training rows as its projection reads them."""
+        with torch.no_grad():
+            feats = [proj[0](x.float()) for proj, x in zip(fusion.proj, self.model.scale(self.parts[0]))]
+        out = []
+        for z in feats:
+            single = _Probe(z.shape[1], k).to(z.device)
+            out.append((Linear(single, [[z]], [self.labels[0]], self.weight), single))
+        return out
 
     def _params(self) -> list[torch.Tensor]:
         return [p for m in (self.model.fusion, self.model.head) for p in m.parameters() if p.requires_grad]
@@ -274,7 +347,7 @@ class Fused:
                     part.backward()
                     loss += part.item()
                     correct += int((logits.detach().argmax(1) == y).sum())
-            penalty = 0.5 * l2 * sum((p * p).sum() for p in penalised)
+            penalty = 0.5 * l2 * self._squares(penalised)
             penalty.backward()
             closure.loss, closure.total, closure.accuracy = loss, loss + penalty.item(), correct / n
             return torch.tensor(closure.total)
@@ -294,6 +367,17 @@ class Fused:
 
     def load(self, state: dict) -> None:
         load_head(self.model, state)
+
+
+class _Probe(nn.Module):
+    """A linear head on features already standardised: the model a `Linear` problem fits, alone."""
+
+    def __init__(self, width: int, classes: int):
+        super().__init__()
+        self.scale = FeatureScale([width])  # the identity
+        self.head = nn.Sequential(nn.Linear(width, classes))
+        nn.init.zeros_(self.head[-1].weight)
+        nn.init.zeros_(self.head[-1].bias)
 
 
 def head_state(model) -> dict[str, torch.Tensor]:
@@ -317,10 +401,15 @@ def problem(model, parts: list[list[torch.Tensor]], labels: list[torch.Tensor], 
     return kind(model, parts, labels, weight)
 
 
-def fit(model, feats: list[torch.Tensor], y: torch.Tensor, c: float, weight=None, on_group=None) -> tuple[float, int]:
+def fit(model, feats: list[torch.Tensor], y: torch.Tensor, c: float, weight=None, on_group=None,
+        fresh: bool = False) -> tuple[float, int]:
     """Fit fusion and head on `feats` (standardised by `model.scale`) to convergence for this C, from
-    their current weights. Returns (final training loss, L-BFGS iterations)."""
-    return problem(model, [feats], [y], weight).fit(c, (0,), RTOL, on_group)
+    their current weights, or with `fresh` from where a walk's fit at C starts (a fused head: its
+    backbones' probes). Returns (final training loss, L-BFGS iterations)."""
+    p = problem(model, [feats], [y], weight)
+    if fresh and isinstance(p, Fused):
+        p.start(c)
+    return p.fit(c, (0,), RTOL, on_group)
 
 
 @dataclass
@@ -346,18 +435,18 @@ def best_index(accuracy: list[float], loss: list[float]) -> int:
 
 def walk(model, tr: list[torch.Tensor], ytr: torch.Tensor, va: list[torch.Tensor], yva: torch.Tensor, weight=None,
          on_point: Callable[[dict], None] | None = None, check_stop: Callable[[], None] = lambda: None,
-         grid: tuple[float, ...] = C_GRID) -> Walk:
+         grid: tuple[float, ...] = C_GRID, rtol: float | None = None) -> Walk:
     """Fit along `grid` (strong to weak) on the training rows, scoring each C on the validation rows,
     until the validation scores say weaker regularisation cannot help (`_past_best`). On many rows
     each fit stops early; on few, where a tight fit takes milliseconds, it does not: there the rows
     may separate, and a loose fit at a weak C looks better on validation than its optimum is."""
     p = problem(model, [tr, va], [ytr, yva], weight)
-    rtol = WALK_RTOL if len(ytr) * p.width > LOOSE_ABOVE else RTOL
+    rtol = rtol or (WALK_RTOL if len(ytr) * p.width > LOOSE_ABOVE else RTOL)
     w = Walk(p)
     for c in grid:
         check_stop()
         if isinstance(p, Fused):
-            p.load(p.restart)
+            p.start(c)
 
         def group(steps, loss, accuracy, c=c):
             check_stop()

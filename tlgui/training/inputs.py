@@ -6,21 +6,25 @@ from __future__ import annotations
 
 import ctypes
 import sys
+import time
 
 import numpy as np
 import torch
 
-from ..config import RunConfig
+from ..config import AUTO, RunConfig
 from ..data import loader
 from ..data.batches import decode_size, extract_batch, to_device, uses_channels_last
 from ..data.datasets import Dataset
 from ..errors import TlguiError
+from ..events import format_seconds
 from ..nets.backbones import build_backbone
 from ..nets.model import Classifier
 from . import distributed
 from .device import autocast
 from .featcache import FeatureCache, feature_key
+from .onnx_features import onnxruntime_features
 
+ESTIMATE_AFTER = 32  # inputs embedded before a run with no estimate reckons one from their speed
 STORE_ROWS = 4096  # feature rows handed to the cache at a time
 # Stored features past this size in float32 are kept as float16: half the memory, the one thing a
 # frozen run's memory grows with (the head's fit reads them a block at a time, in float32).
@@ -44,7 +48,7 @@ def check_backbone_kinds(names: list[str], task: str) -> None:
     """Each backbone must read what the dataset holds: a text backbone cannot read pictures."""
     from ..nets.backbones import get_info
 
-    for name in names:
+    for name in (n for n in names if n != AUTO):  # auto is made real by the data's kind
         kind = get_info(name).task
         if kind != task:
             raise TlguiError(f"{name} works on {KIND_WORDS.get(kind, kind)}, but the dataset holds "
@@ -188,28 +192,36 @@ class InputsPart:
                          put, keep) -> None:
         """The features the cache lacks (`missing`, per backbone): each batch's handed to `put(k, rows,
         feats)`, then each pass's to `keep(backbones, rows)`."""
-        inputs = Inputs(self._inputs(model, order[need], loader.extraction_kind(len(need), decode_size(model) or 0)),
-                        np.zeros(len(need), dtype=np.int64))
+        # streamed: each batch decoded while the one before is embedded, and only those in flight held
+        inputs = Inputs(self._inputs(model, order[need], "stream"), np.zeros(len(need), dtype=np.int64))
         at = {j: r for r, j in enumerate(need)}
         if all(m == need for m in missing):  # the usual case: one pass through every backbone
             passes = [(model.features, list(range(len(missing))), need)]
         else:  # some backbones' features are stored already: each computes only what it lacks
             passes = [(lambda x, b=b: [b(x)], [k], m) for k, (b, m) in enumerate(zip(model.backbones, missing)) if m]
         total, done = sum(len(m) for _, _, m in passes), 0
-        for fn, which, miss in passes:
-            lo, hi = distributed.shard(len(miss))  # this rank's share; the others compute the rest
-            rows = torch.tensor([at[j] for j in miss[lo:hi]], dtype=torch.long)
-            if distributed.world() == 1:  # each batch's features straight into place: one copy in memory
-                def sink(start, feats, which=which, miss=miss):
-                    for k, f in zip(which, feats):
-                        put(k, miss[start:start + len(f)], f)
+        def note(message: str) -> None:
+            self.emit("note", message=message)
 
-                self._extract(model, fn, inputs, rows, done, total, sink)
-            else:
-                for k, f in zip(which, self._extract(model, fn, inputs, rows, done + lo, total)):
-                    put(k, miss, distributed.gather_rows(f, len(miss)))
-            done += len(miss)
-            keep(which, miss)
+        with onnxruntime_features(model.backbones, self.device, len(need), note, self.extraction):
+            for fn, which, miss in passes:
+                self._pass(model, fn, which, miss, inputs, at, done, total, put)
+                done += len(miss)
+                keep(which, miss)
+
+    def _pass(self, model, fn, which, miss, inputs, at, done, total, put) -> None:
+        """One pass of `fn` (the backbones `which`) over the rows `miss`, their features handed to `put`."""
+        lo, hi = distributed.shard(len(miss))  # this rank's share; the others compute the rest
+        rows = torch.tensor([at[j] for j in miss[lo:hi]], dtype=torch.long)
+        if distributed.world() == 1:  # each batch's features straight into place: one copy in memory
+            def sink(start, feats):
+                for k, f in zip(which, feats):
+                    put(k, miss[start:start + len(f)], f)
+
+            self._extract(model, fn, inputs, rows, done, total, sink)
+        else:
+            for k, f in zip(which, self._extract(model, fn, inputs, rows, done + lo, total)):
+                put(k, miss, distributed.gather_rows(f, len(miss)))
 
     def _cache_key(self, model: Classifier, backbone) -> str:
         return feature_key(model, backbone, self.device, self.amp_dtype, self.config.max_length)
@@ -222,9 +234,12 @@ class InputsPart:
         model.eval()
         chunks: list[list[torch.Tensor]] = []
 
+        # onnxruntime takes plain (NCHW) arrays: channels-last pictures would be laid out twice for nothing
+        layout = None if any(b.runtime is None for b in model.backbones) else False
+
         def piece(part: torch.Tensor) -> list[torch.Tensor]:
             with autocast(self.device, self.amp_dtype):
-                return [f.float().cpu() for f in fn(to_device(inputs.take(part), self.device))]
+                return [f.float().cpu() for f in fn(to_device(inputs.take(part), self.device, channels_last=layout))]
 
         batches = list(torch.split(rows, extract_batch(self.config.batch_size, self.device)))
         inputs.plan(batches)
@@ -239,7 +254,11 @@ class InputsPart:
                     start += len(c[0])
                 chunks.clear()
             done += len(idx)
-            self.emit("preparing", what="computing features", done=done, total=total, **meter.update(done))
+            rate = meter.update(done)
+            self.emit("preparing", what="computing features", done=done, total=total, **rate)
+            if self.estimate is None and rate["eta"] is not None and done >= ESTIMATE_AFTER:
+                self.estimate = time.perf_counter() - self.t0 + rate["eta"]  # nothing timed before: from these batches
+                self.emit("estimate", total=self.estimate, text=format_seconds(self.estimate))
         if sink is not None:
             return []
         if not chunks:  # a rank whose share is empty: a probe gives the features' widths

@@ -91,8 +91,10 @@ class LoopPart:
         return loss / max(len(inputs), 1), p.argmax(1).numpy() if len(p) else np.array([]), p.numpy()
 
     def _epochs(self, model, tr: Inputs, va: Inputs, cached: bool, augment: bool, generator, t0: float,
-                history: list | None = None) -> tuple[str, int, list[dict]]:
-        """The epoch loop: (status, best epoch, history); the model ends with the best epoch's weights."""
+                history: list | None = None, from_probe: bool = False) -> tuple[str, int, list[dict]]:
+        """The epoch loop: (status, best epoch, history); the model ends with the best epoch's weights.
+        `from_probe`: the model holds the linear probe LP-FT starts from, scored as epoch 0 and kept
+        like any epoch's checkpoint, so that fine-tuning never ends below it on validation."""
         cfg = self.config
         steps = distributed.steps_per_epoch(len(tr), cfg.batch_size)
         opt, sched = self._optimizer(model, cfg.epochs * steps)
@@ -106,6 +108,10 @@ class LoopPart:
             first += 1
             if cfg.patience and stale >= cfg.patience:
                 first = cfg.epochs + 1  # it had stopped early and was killed while saving
+        if from_probe and first == 1 and len(va):
+            val_loss, pred, val_probs = self.evaluate_split(model, va, cached)
+            best.update(loss=val_loss, epoch=0, state=snapshot(model))
+            self.best_val = (pred, val_probs)
         try:
             for epoch in range(first, cfg.epochs + 1):
                 row = self._train_epoch(model, tr, epoch, steps, augment, generator, cached, opt, sched, t0, t_train)
@@ -126,6 +132,10 @@ class LoopPart:
                 self._checkpoint(model, opt, sched, generator, epoch, best, stale, history)
                 self.emit("epoch", **row)
                 if cfg.patience and stale >= cfg.patience:
+                    break
+                deadline = getattr(self, "deadline", None)  # auto's budget: no epoch that would end past it
+                each = (time.perf_counter() - t_train) / (epoch - first + 1)
+                if deadline and time.perf_counter() + each > deadline:
                     break
         except StopRequested:
             if best["state"] is None:

@@ -5,8 +5,8 @@ first gradients reaching the backbone come from a sensible head instead of a ran
 not wreck the features. The backbone's stages get learning rates that shrink toward the input,
 one factor per stage (timm's layer decay, fastai's discriminative rates).
 
-`--freeze auto` fits the probe, then runs LP-FT only where its measured estimate fits the time
-budget, and keeps whichever scores better on validation.
+`--freeze auto` fits the probe, then runs LP-FT in the time its budget has left, cut to fit where
+it must (`auto.fine_tune_plan`), and keeps whichever scores better on validation.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import torch
 from ..errors import TlguiError
 
 STAGE_DECAY = 0.7  # each stage nearer the input learns at 0.7 times the rate of the one above it
-BUDGET_CPU = 60.0  # seconds of fine-tuning `auto` may add by default: keeps a CPU's first run quick
+BUDGET_CPU = 60.0  # seconds `auto` may spend by default (candidates, then fine-tuning): a CPU's first run stays quick
 BUDGET_GPU = 600.0
 
 
@@ -57,7 +57,7 @@ def stage_groups(model, top_lr: float, decay: float = STAGE_DECAY) -> list[dict]
 
 
 def choose(probe_accuracy: float | None, tuned_accuracy: float | None, estimate: float | None, budget: float,
-           ran: bool, wins: tuple[int, int] | None = None) -> dict:
+           ran: bool, wins: tuple[int, int] | None = None, left: float | None = None, plan: dict | None = None) -> dict:
     """What `auto` did and why, for results.json, tlgui.json, the card and the status.
 
     `wins`: validation examples LP-FT got right and the probe wrong, and the other way round. LP-FT
@@ -66,6 +66,10 @@ def choose(probe_accuracy: float | None, tuned_accuracy: float | None, estimate:
     examples a lead of one or two is chance, and the probe is the steadier model."""
     record = {"budget_s": budget, "lpft_estimate_s": estimate, "probe_val_accuracy": probe_accuracy,
               "lpft_val_accuracy": tuned_accuracy, "lpft_ran": ran}
+    if left is not None:  # the seconds the budget had left after the probe (and auto's other candidates)
+        record["budget_left_s"] = round(max(left, 0.0), 1)
+    if plan:  # fine-tuning as planned to fit them: its epochs, its pictures' size (None: the native size)
+        record["lpft_plan"] = plan
     if not ran:
         record.update(chosen="probe", margin=None)
         return record

@@ -29,13 +29,14 @@ SMOOTH = 0.9
 def lr_find(config: RunConfig, dataset: Dataset, steps: int = STEPS, start: float = START, end: float = END,
             stop=None) -> dict:
     """{"lrs", "losses" (smoothed), "suggested", "frozen"}: the sweep and its suggestion."""
+    from .auto import one_backbone, settle_length
     from .device import seed_everything
     from .inputs import build_model
     from .train import Trainer
 
     if not (0 < start < end) or steps < 5:
         raise TlguiError("the sweep needs 0 < start < end and at least 5 steps")
-    config = copy.copy(config)
+    config = one_backbone(copy.copy(config), dataset.task)
     if config.freeze == "auto":
         config.freeze = "none"  # auto's rate is its fine-tuning's
     config.folds = 0
@@ -44,6 +45,7 @@ def lr_find(config: RunConfig, dataset: Dataset, steps: int = STEPS, start: floa
         generator = seed_everything(config.seed)
         train_idx, val_idx = trainer._check_dataset()
         model = build_model(config, dataset, trainer.device, [dataset.inputs[i] for i in train_idx])
+        trainer.config = settle_length(config, model, [dataset.inputs[i] for i in train_idx])
         tr, _, cached = trainer._prepare(model, train_idx, val_idx)
         if cached:
             model.scale.fit(tr.data)  # the head sees standardised features, as in a run

@@ -15,7 +15,7 @@ import torch
 from ..outputs.modelcard import describe
 from . import lpft
 from . import probe as probes
-from .estimate import fine_tune_seconds
+from .auto import fine_tune_estimate, fine_tune_plan, resize
 from .inputs import Inputs
 
 
@@ -44,13 +44,15 @@ def probe_run(trainer, model, tr, va, train_idx, val_idx, generator, t0):
     chosen = None
     if auto:
         chosen = _auto(trainer, model, probe, probe_val, feats, labels, tr, va, train_idx, val_idx, generator, t0, history)
+    if getattr(trainer, "search", None) is not None:  # the backbones auto tried, with their scores
+        chosen = {**trainer.search.record, **(chosen or {})}
     extra = probe.summary()
     if chosen:
         extra["recipe"] = chosen
-        if chosen["chosen"] == "lp-ft":
+        if chosen.get("chosen") == "lp-ft":
             va_report, idx_report, extra = va, val_idx, {"recipe": chosen, "class_weights": extra.get("class_weights")}
     steps = history[-1]["epoch"] if history else 0
-    if chosen and chosen["chosen"] == "lp-ft":
+    if chosen and chosen.get("chosen") == "lp-ft":
         steps = chosen["lpft_best_epoch"]
     stopped = trainer.emit.stop.is_set()  # Stop during auto's fine-tuning: the probe is kept, the run says stopped
     return trainer._finish(model, va_report, idx_report, True, "stopped" if stopped else "finished", steps, history,
@@ -58,33 +60,46 @@ def probe_run(trainer, model, tr, va, train_idx, val_idx, generator, t0):
 
 
 def _auto(trainer, model, probe, probe_val, feats, labels, tr, va, train_idx, val_idx, generator, t0, history) -> dict:
-    """LP-FT where its measured estimate fits the budget; the better of the two on validation stays."""
+    """LP-FT in the time the budget has left, cut to fit where it must (`auto.fine_tune_plan`);
+    the better of it and the probe on validation stays."""
     cfg = trainer.config
     budget = cfg.budget or lpft.default_budget(trainer.device)
+    left = budget - (time.perf_counter() - t0)
     va_labels = va.labels.numpy()
     probe_acc = float((probe_val[0] == va_labels).mean()) if probe_val else None
     try:
-        estimate = fine_tune_seconds(cfg, trainer.dataset, model, len(tr), len(va), budget)
+        estimate = fine_tune_estimate(trainer, model, len(tr), len(va), left)
     except Exception:  # noqa: BLE001 - without an estimate the probe stays, as on a tight budget
         estimate = None
-    if estimate is None or estimate > budget:
+    plan = fine_tune_plan(cfg.epochs, estimate, left, model, len(tr), len(va))
+    if plan is None:
         if not cfg.folds:
             probes.refit_all(model, feats, labels, probe)
-        record = lpft.choose(probe_acc, None, estimate, budget, False)
+        record = lpft.choose(probe_acc, None, estimate, budget, False, left=left)
         trainer.emit("note", message=describe(record))
         return record
     kept = copy.deepcopy(model.state_dict())  # the probe as it would be saved (refitted below if it wins)
+    kept_config, sizes = cfg, [getattr(b, "input_size", None) for b in model.backbones]
     if cfg.folds:
         probes.fit_train_part(model, feats, labels, len(tr), probe)
-    tuned, best_epoch = _fine_tune(trainer, model, train_idx, val_idx, generator, t0, history)
+    resize(trainer, model, plan, np.concatenate([train_idx, val_idx]), len(tr))
+    trainer.deadline = t0 + budget  # an estimate may be wrong: the epochs stop where the budget ends
+    try:
+        tuned, best_epoch = _fine_tune(trainer, model, train_idx, val_idx, generator, t0, history)
+    finally:
+        trainer.deadline = None
     tuned_acc = float((trainer.best_val[0] == va_labels).mean()) if trainer.best_val else None
     wins = None
     if trainer.best_val and probe_val:
         tuned_right, probe_right = trainer.best_val[0] == va_labels, probe_val[0] == va_labels
         wins = (int((tuned_right & ~probe_right).sum()), int((probe_right & ~tuned_right).sum()))
-    record = lpft.choose(probe_acc, tuned_acc, estimate, budget, tuned, wins)
+    record = lpft.choose(probe_acc, tuned_acc, estimate, budget, tuned, wins, left=left, plan=plan)
     record["lpft_best_epoch"] = best_epoch
     if record["chosen"] == "probe":
+        trainer.config = kept_config
+        for b, size in zip(model.backbones, sizes):
+            if size is not None:
+                b.input_size = size
         model.load_state_dict(kept)
         if not cfg.folds:
             probes.refit_all(model, feats, labels, probe)
@@ -109,7 +124,7 @@ def _fine_tune(trainer, model, train_idx, val_idx, generator, t0, history) -> tu
     emit = trainer.emit
     try:
         trainer.emit = _Offset(emit, offset)  # LP-FT's epochs follow the fit's steps on the curve
-        _, best_epoch, _ = trainer._epochs(model, tr, va, False, augment, generator, t0, rows)
+        _, best_epoch, _ = trainer._epochs(model, tr, va, False, augment, generator, t0, rows, from_probe=True)
     except StopRequested:
         return False, None
     finally:
@@ -135,14 +150,12 @@ class _Offset:
         self.inner.check_stop()
 
 
-def probe_first(trainer, model, tr, va, t0) -> dict:
+def probe_first(trainer, model, tr, va, train_idx, val_idx, t0) -> dict:
     """LP-FT's first half: the probe on the backbone's features as they are, fitted on the training
-    part (validation stays held out for the epochs), so that fine-tuning starts from a fitted head."""
+    part (validation stays held out for the epochs), so that fine-tuning starts from a fitted head.
+    The features are a frozen run's (the feature cache's, or computed as a frozen run computes them)."""
     cfg = trainer.config
-    total = len(tr) + len(va)  # pictures in memory, on disk or streamed: each split through its own store
-    parts = [trainer._extract(model, model.features, split, torch.arange(len(split)), done, total)
-             for split, done in ((tr, 0), (va, len(tr))) if len(split)]
-    feats = [torch.cat(f).to(trainer.device) for f in zip(*parts)]
+    feats = [f.to(trainer.device) for f in trainer.features(model, np.concatenate([train_idx, val_idx]))]
     labels = torch.cat([tr.labels, va.labels]).to(trainer.device)
     t = time.perf_counter()
     probe = probes.run_probe(model, feats, labels, len(tr), cfg.class_weights, 0, cfg.seed, lambda *a, **k: None,

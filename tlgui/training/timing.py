@@ -226,6 +226,11 @@ def gflops_per_example(info, image_size: int | None, max_length: int = 128) -> f
     return base * (size / info.input_size) ** 2
 
 
+def measured_seconds_per_gflop(task: str, device: torch.device, batch: int) -> float | None:
+    """`seconds_per_gflop` where this process measured it already; None otherwise (nothing is timed)."""
+    return PROBES.get(("per-gflop", task, str(device), batch))
+
+
 def seconds_per_gflop(task: str, device: torch.device, batch: int) -> float:
     """This machine's forward-pass speed for `task`: the reference backbone timed as a run's
     frozen extraction times it (same probe, same key, so that run then measures nothing again)."""

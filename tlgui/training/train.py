@@ -26,11 +26,11 @@ from ..errors import TlguiError
 from ..events import Emitter, Listener, MetricsLog, StopRequested
 from ..outputs import tracking
 from ..outputs.export import check_task
-from . import distributed, head_fit, lpft, phases
+from . import auto, distributed, head_fit, lpft, phases
 from .device import amp_dtype, pick_device, seed_everything
 from .estimate import estimate_run
 from .finish import FinishPart, RunResult
-from .inputs import Inputs, InputsPart, build_model, check_backbone_kinds
+from .inputs import Inputs, InputsPart, build_model, check_backbone_kinds, uses_stored_features
 from .loop import LoopPart
 
 __all__ = ["Inputs", "RunResult", "Trainer", "pick_device", "seed_everything", "train"]
@@ -45,6 +45,9 @@ class Trainer(InputsPart, LoopPart, FinishPart):
         self.threads = contextlib.ExitStack()  # a thread count set for the loop, restored when the run ends
         self.best_val: tuple | None = None  # the best epoch's validation predictions and probabilities
         self.loss_weight: torch.Tensor | None = None  # inverse class frequencies, where on
+        self.search: auto.Search | None = None  # `auto` backbones: the frozen candidates tried
+        self.t0, self.estimate = time.perf_counter(), None  # the run's start, and its seconds as told
+        self.extraction: dict = {}  # by backbone: the runtime that computed its features (`onnx_features.py`)
         state = runs.run_state(self.out_dir) if self.out_dir.exists() and distributed.is_main() else None
         if state == "running":
             raise TlguiError(f"a run is already training in {self.out_dir}: wait for it, stop it, or use another folder")
@@ -73,6 +76,9 @@ class Trainer(InputsPart, LoopPart, FinishPart):
             check_task(ds.task, cfg.export)
         if cfg.folds:
             phases.probes.check_folds(cfg.folds, ds.labels)
+        if cfg.auto_backbones:  # made real for the data's kind
+            self.config, self.search = auto.resolved(cfg, ds.task)
+            cfg = self.config
         if cfg.freeze == "auto":
             from ..nets.backbones import get_info
 
@@ -86,14 +92,16 @@ class Trainer(InputsPart, LoopPart, FinishPart):
 
     def _estimate(self, model) -> dict | None:
         """Seconds the run will take by phase (`estimate.py`), or None where the probe failed:
-        a wrong guess must never stop a run."""
+        a wrong guess must never stop a run. A frozen run times nothing for it (the time a probe
+        takes is a large part of a small run's): its progress events tell the time left."""
         try:
-            return estimate_run(self.config, self.dataset, model)
+            return estimate_run(self.config, self.dataset, model,
+                                probe=not uses_stored_features(model, self.config, self.dataset.task))
         except Exception:  # noqa: BLE001 - the run goes on without an estimate
             return None
 
     def run(self) -> RunResult:
-        t0 = time.perf_counter()
+        t0 = self.t0 = time.perf_counter()
         runs.mark_running(self.out_dir)
         runs.remove_partial_writes(self.out_dir)
         # confident predictions make gradients underflow to denormal floats, which a CPU computes on 10-100 times slower
@@ -126,12 +134,23 @@ class Trainer(InputsPart, LoopPart, FinishPart):
         cfg, ds = self.config, self.dataset
         generator = seed_everything(cfg.seed)
         train_idx, val_idx = self._check_dataset()
+        cfg = self.config  # `auto` backbones made real
         cfg.save(self.out_dir / "config.json")
         model = build_model(cfg, ds, self.device, [ds.inputs[i] for i in train_idx])
+        if ds.task == "text" and cfg.max_length is None:  # tokens kept per text, as the training texts ask
+            self.config = cfg = auto.settle_length(cfg, model, [ds.inputs[i] for i in train_idx])
+        estimate = self._estimate(model)
+        self.estimate = estimate["total"] if estimate else None
         self.emit("started", device=str(self.device), train_size=len(train_idx), val_size=len(val_idx),
                   epochs=cfg.epochs, backbones=list(cfg.backbones), freeze=cfg.freeze, classes=list(ds.classes),
-                  estimate=self._estimate(model))
-        tr, va, cached = self._prepare(model, train_idx, val_idx)
+                  estimate=estimate)
+        auto.check_budget(self, estimate)
+        if self.search is not None:  # every candidate's features, a probe on each and on the best few joined
+            model, tr, va = self.search.run(self, model, train_idx, val_idx)
+            cached, cfg = True, self.config
+        else:
+            tr, va, cached = self._prepare(model, train_idx, val_idx)
+        cfg.save(self.out_dir / "config.json")  # as run: the backbones auto kept, the tokens kept per text
         small = len(tr) * sum(b.out_dim for b in model.backbones) < 4_000_000  # larger fits use every thread
         self.threads.enter_context(cpu_threads(1 if cached and small and self.device.type == "cpu" else None))
         weight = head_fit.class_weights(ds.labels[train_idx], len(ds.classes), cfg.class_weights)
@@ -140,9 +159,10 @@ class Trainer(InputsPart, LoopPart, FinishPart):
             return phases.probe_run(self, model, tr, va, train_idx, val_idx, generator, t0)
         extra = {}
         if cfg.trains_backbone and cfg.lp_ft and not (self.resume and self.saved):
-            extra = phases.probe_first(self, model, tr, va, t0)
+            extra = phases.probe_first(self, model, tr, va, train_idx, val_idx, t0)
         augment = cfg.uses_augmentation and ds.task == "image" and not cached
-        status, best_epoch, history = self._epochs(model, tr, va, cached, augment, generator, t0)
+        status, best_epoch, history = self._epochs(model, tr, va, cached, augment, generator, t0,
+                                                   from_probe=bool(extra))  # LP-FT: the probe is its epoch 0
         return self._finish(model, va, val_idx, cached, status, best_epoch, history, t0, extra)
 
 

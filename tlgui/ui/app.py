@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -27,8 +28,8 @@ CSS_FILE = Path(__file__).with_name("style.css")
 
 def run_outputs(page) -> list:
     """Everything that shows one run: status, progress, curves, results, try-it, the runs list."""
-    return [page.status, page.progress, page.loss_plot, page.shown_state, page.timer, page.done_state, page.resume_btn,
-            *results_step.outputs(page), *try_step.outputs(page), *runs_step.outputs(page)]
+    return [page.status, page.leaderboard, page.progress, page.loss_plot, page.shown_state, page.timer, page.done_state,
+            page.resume_btn, *results_step.outputs(page), *try_step.outputs(page), *runs_step.outputs(page)]
 
 
 def run_view(page, ctx: AppContext, run_id: str | None, request: gr.Request | None, key: str | None = None) -> dict:
@@ -37,14 +38,16 @@ def run_view(page, ctx: AppContext, run_id: str | None, request: gr.Request | No
     folder = run_folders.folder_of(ctx.settings.runs_root, run_id, owner) if run_id else None
     out = runs_step.view(page, ctx, owner, run_id if folder else None)
     if folder is None:
-        out.update({page.status: t("status_idle"), page.progress: "", page.loss_plot: None, page.shown_state: -1,
+        out.update({page.status: t("status_idle"), page.leaderboard: train_step.leaderboard(None), page.progress: "",
+                    page.loss_plot: None, page.shown_state: -1,
                     page.timer: gr.Timer(active=False), page.done_state: None, page.resume_btn: gr.Button(visible=False)})
         out.update(results_step.hidden(page))
         out.update(try_step.view(page, None, "image"))
         return out
     p = ctx.jobs.progress(run_id, folder)
     task = (run_folders.read_meta(folder) or {}).get("task", "image")
-    out.update({page.status: train_step.status_line(p, ctx.settings.max_jobs), page.progress: train_step.progress_html(p),
+    out.update({page.status: train_step.status_line(p, ctx.settings.max_jobs), page.leaderboard: train_step.leaderboard(p),
+                page.progress: train_step.progress_html(p),
                 page.loss_plot: plots.curves(p.history), page.shown_state: len(p.history),
                 page.timer: gr.Timer(active=not p.done), page.done_state: run_id if p.done else None,
                 page.resume_btn: gr.Button(visible=train_step.can_resume(p))})
@@ -244,10 +247,27 @@ def build_demo(ctx: AppContext) -> gr.Blocks:
     return demo
 
 
+def warm_up(ctx: AppContext) -> None:
+    """What a server's first run would otherwise wait for, done as the server starts: this machine's
+    speed measured (the page's estimates), the libraries a run loads, and the offline image
+    backbones exported to ONNX for their frozen features (`training/onnx_features.py`)."""
+    try:
+        ctx.probe.start("image")
+        import sklearn.metrics  # noqa: F401 - a run's report needs it; its first import takes a second or two
+
+        from ..training.auto import candidates
+        from ..training.onnx_features import warm
+
+        warm(candidates("image"))
+    except Exception:  # noqa: BLE001 - the first run does it itself
+        log.debug("warm-up failed", exc_info=True)
+
+
 def launch(host: str = "127.0.0.1", port: int = 7860, settings: AppSettings | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = settings or AppSettings.from_env()
     ctx = AppContext.create(settings)
+    threading.Thread(target=warm_up, args=(ctx,), name="warm-up", daemon=True).start()
     demo = build_demo(ctx)
     retention.start_sweeper(settings.runs_root, ctx.jobs.is_active)
     demo.queue(default_concurrency_limit=4, max_size=64)

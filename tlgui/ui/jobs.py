@@ -90,6 +90,8 @@ class Job:
         kind = e["event"]
         if kind == "started":
             self.estimate = (e.get("estimate") or {}).get("total")
+        elif kind == "estimate":
+            self.estimate = e["total"]
         elif kind in ("warning", "note"):  # a note: what the run decided (auto's choice, LP-FT's probe)
             self.warning = e.get("message")
         elif kind == "preparing":

@@ -6,19 +6,19 @@ import gradio as gr
 import pandas as pd
 import torch
 
-from ..config import CLASS_WEIGHTS, EXPORTS, RunConfig
+from ..config import AUTO, CLASS_WEIGHTS, EXPORTS, RunConfig
 from ..errors import TlguiError
 from ..nets.backbones import BackboneInfo, all_backbones
 from ..nets.fusion import MODES as FUSION_MODES
+from ..training.auto import candidates
 from ..training.estimate import rough_seconds
 from ..training.lpft import default_budget
-from . import augment_step, lr_find_step, pretrain_step, recipes, runs_step
+from . import augment_step, hub_step, lr_find_step, pretrain_step, recipes, runs_step
 from .context import AppContext
 from .guard import guarded
 from .run_settings import FORMS, START, cli_command, inputs_of, make_config, page_values, start_model
 from .text import duration, t
 
-DEFAULTS = {"image": "efficientnet_lite0", "text": "minilm_l6"}  # pretrained, offline, frozen features
 WELL_KNOWN = ("resnet18", "resnet50", "mobilenet_v3_large", "convnext_tiny", "vit_b_16")  # shown in the table too
 IMAGE_SIZES = ("native", "160", "128", "96", "64", "32")
 AUGMENT = ("auto", "on", "off")
@@ -29,13 +29,18 @@ def backbones_for(task: str | None) -> list[BackboneInfo]:
     return [i for i in all_backbones().values() if task is None or i.task == task]
 
 
-def default_backbones(task: str) -> list[str]:
-    infos = backbones_for(task)
-    names = [i.name for i in infos]
-    if DEFAULTS.get(task) in names:
-        return [DEFAULTS[task]]
-    offline = [i.name for i in infos if i.offline]
-    return (offline or names)[:1]
+def tried(names: list[str], task: str) -> list[str]:
+    """The backbones a run of these names uses: auto's candidates for the task, or the names."""
+    if names != [AUTO]:
+        return names
+    try:
+        return candidates(task)
+    except TlguiError:  # none installed: the run says so
+        return []
+
+
+def fusable(chosen: list[str]) -> bool:
+    return len(chosen) > 1 or chosen == [AUTO]  # auto joins its best few with the chosen fusion
 
 
 def freeze_choices(chosen: list[str]) -> list[tuple[str, str]]:
@@ -54,6 +59,8 @@ def freeze_help(freeze: str, chosen: list[str]) -> str:
 
 
 def fusion_help(fusion: str, chosen: list[str]) -> str:
+    if chosen == [AUTO]:
+        return f"{t(f'fusion_{fusion}')} {t('fusion_auto')}"
     return t(f"fusion_{fusion}") if len(chosen) > 1 else t("fusion_single")
 
 
@@ -67,7 +74,7 @@ def _size_choice(size: int | None, chosen: list[str]):
 
 def settings_of(page, config: RunConfig, task: str, names) -> dict:
     """The page's settings `names` set to a recipe's."""
-    offered = [i.name for i in backbones_for(task)]
+    offered = [AUTO] + [i.name for i in backbones_for(task)]
     chosen = [b for b in config.backbones if b in offered]
     if not chosen:
         raise TlguiError(t("recipe_wrong_task", backbones=", ".join(config.backbones), data=t(f"kind_{task}")))
@@ -106,6 +113,7 @@ def auto_sentence(ctx: AppContext, infos: list[BackboneInfo], state: dict, confi
 def backbone_table(ctx: AppContext, state: dict | None, config: RunConfig | None, chosen: list[str]) -> pd.DataFrame:
     task = state["task"] if state else "image"
     infos = backbones_for(task)
+    chosen = tried(chosen, task)
     shown = [i for i in infos if i.name in chosen or i.offline or i.name in WELL_KNOWN]
     shown.sort(key=lambda i: (i.name not in chosen, not i.offline, i.params))
     rows = []
@@ -120,20 +128,20 @@ def backbone_table(ctx: AppContext, state: dict | None, config: RunConfig | None
 
 def build(page, ctx: AppContext) -> None:
     state = page.initial_dataset
-    task = state["task"] if state else "image"
-    chosen = default_backbones(task)
+    chosen = [AUTO]
     default = page_values(RunConfig(), FORMS)  # the CLI's defaults: a bare `train` runs what the page starts with
     gr.Markdown(f"## {t('step_model')}")
     with gr.Row(equal_height=False):
         with gr.Column(scale=2):
             # every backbone is a valid choice (programs may pick any); a page narrows the list to its data's task.
             # Own encoders come as `encoder:<run id>`, so values are checked on Train, not against this list.
-            page.backbones = gr.Dropdown([(i.name, i.name) for i in backbones_for(None)], value=chosen, multiselect=True,
+            page.backbones = gr.Dropdown([(t("backbone_auto"), AUTO)] + [(i.name, i.name) for i in backbones_for(None)],
+                                         value=chosen, multiselect=True,
                                          label=t("backbones_label"), info=t("backbones_info"), elem_id="backbones",
                                          allow_custom_value=True)
             with gr.Row():
                 page.fusion = gr.Dropdown(list(FUSION_MODES), value=default["fusion"], label=t("fusion_label"),
-                                          elem_id="fusion", interactive=len(chosen) > 1)
+                                          elem_id="fusion", interactive=fusable(chosen))
                 page.freeze = gr.Dropdown(freeze_choices(chosen), value=default["freeze"],
                                           label=t("freeze_label"), elem_id="freeze")
             page.fusion_help = gr.Markdown(fusion_help(default["fusion"], chosen), elem_classes=["tl-help"],
@@ -146,6 +154,7 @@ def build(page, ctx: AppContext) -> None:
             page.init_upload = gr.File(None, file_types=[".zip"], label=t("init_upload_label"), elem_id="init-upload",
                                        visible=False, height=90)
             page.start_help = gr.Markdown(t("start_help_pretrained"), elem_classes=["tl-help"], elem_id="start-help")
+            hub_step.build(page)
         with gr.Column(scale=3):
             page.table = gr.Dataframe(backbone_table(ctx, None, None, chosen), label=t("table_label"), interactive=False,
                                       elem_id="backbone-table", max_height=300, wrap=True)
@@ -175,6 +184,8 @@ def build(page, ctx: AppContext) -> None:
                                           value=default["class_weights"], label=t("class_weights_label"),
                                           elem_id="class-weights")
             page.folds = gr.Number(default["folds"], precision=0, label=t("folds_label"), elem_id="folds")
+            page.max_length = gr.Number(default["max_length"], precision=0, label=t("max_length_label"),
+                                        elem_id="max-length")  # the engine checks it
         lr_find_step.build(page)
         augment_step.build(page, ctx)
     with gr.Accordion(t("recipes"), open=False, elem_id="recipes"):
@@ -189,7 +200,7 @@ def build(page, ctx: AppContext) -> None:
     # each setting's component under its RunConfig field's name, in the API's order (programs may call by position)
     page.settings = {name: getattr(page, name) for name in (
         "backbones", "fusion", "freeze", "epochs", "lr", "batch_size", "image_size", "val_split", "augment",
-        "patience", "seed", *START, "export", "budget", "class_weights", "folds")}
+        "patience", "seed", *START, "export", "budget", "class_weights", "folds", "max_length")}
     initial = make_config({name: component.value for name, component in page.settings.items()})
     page.cli = gr.Code(cli_command(state, initial), language="shell", interactive=False, label=t("cli_label"),
                        elem_id="cli-command")
@@ -208,6 +219,7 @@ def wire(page, ctx: AppContext) -> callable:
     _wire_start_from(page)
     _wire_recipes(page, ctx)
     lr_find_step.wire(page, ctx)
+    hub_step.wire(page, ctx)
     return then_refresh
 
 
@@ -221,18 +233,19 @@ def _wire_refresh(page, ctx: AppContext) -> callable:
         task = state["task"] if state else "image"
         choices = pretrain_step.backbone_choices(ctx, ctx.owner(request, owner_key), task)
         names = [value for _, value in choices]
-        keep = [n for n in (chosen or []) if n in names] or default_backbones(task)
+        keep = [n for n in (chosen or []) if n in names] or [AUTO]
         return {page.backbones: gr.Dropdown(choices=choices, value=keep)}
 
     def refresh(state: dict | None, owner_key: str | None = None, request: gr.Request = None, *, wait: float = 0.0,
                 **values) -> dict:
-        chosen = [b for b in (values["backbones"] or []) if b in all_backbones() or pretrain_step.is_encoder(b)]
+        chosen = [b for b in (values["backbones"] or [])
+                  if b == AUTO or b in all_backbones() or pretrain_step.is_encoder(b)]
         choices = freeze_choices(chosen)
         # set the value only when it no longer fits: a refresh still under way must not undo a newer choice
         keep = values["freeze"] in [value for _, value in choices]
         freeze = values["freeze"] if keep else RunConfig().freeze
         out = {page.freeze: gr.Dropdown(choices=choices) if keep else gr.Dropdown(choices=choices, value=freeze),
-               page.fusion: gr.Dropdown(interactive=len(chosen) > 1),
+               page.fusion: gr.Dropdown(interactive=fusable(chosen)),
                page.fusion_help: fusion_help(values["fusion"] or "concat", chosen),
                page.freeze_help: freeze_help(freeze, chosen),
                page.image_size: gr.Dropdown(choices=_image_size_choices(chosen))}
@@ -246,7 +259,8 @@ def _wire_refresh(page, ctx: AppContext) -> callable:
             out.update({page.estimate: t("settings_warning", reason=e), page.cli: t("cli_warning", reason=e),
                         page.table: backbone_table(ctx, state, None, chosen)})
             return out
-        known = [all_backbones()[n] for n in config.backbones if n in all_backbones()]  # an own encoder is small: left out
+        known = [all_backbones()[n] for n in tried(config.backbones, task)
+                 if n in all_backbones()]  # an own encoder is small: left out
         seconds = _estimate(ctx, known, state, config, wait) if state else None
         estimate = t("estimate", time=duration(seconds), device=ctx.probe.device) if seconds is not None else (
             t("estimate_pending") if ctx.probe.measuring(task) else "")

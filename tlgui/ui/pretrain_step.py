@@ -12,6 +12,7 @@ from pathlib import Path
 
 import gradio as gr
 
+from ..config import AUTO
 from ..data.datasets import Dataset
 from ..errors import TlguiError
 from ..nets.backbones import all_backbones
@@ -50,11 +51,11 @@ def encoder_choices(ctx: AppContext, owner: str) -> list[tuple[str, str]]:
 
 
 def backbone_choices(ctx: AppContext, owner: str, task: str) -> list[tuple[str, str]]:
-    """What the backbones list offers for `task`: (for pictures) the owner's encoders first, where
-    they are easy to find, then the registry's."""
+    """What the backbones list offers for `task`: auto first, (for pictures) the owner's encoders,
+    where they are easy to find, then the registry's."""
     names = [(name, name) for name, info in all_backbones().items()
              if info.task == task and ctx.jobs.policy.allows_backbone(name, info.params)]  # public mode: sized for it
-    return (encoder_choices(ctx, owner) if task == "image" else []) + names
+    return [(t("backbone_auto"), AUTO)] + (encoder_choices(ctx, owner) if task == "image" else []) + names
 
 
 def shown_name(name: str) -> str:
@@ -80,7 +81,8 @@ def encoder_paths(ctx: AppContext, backbones: list[str] | None, task: str, reque
                 raise TlguiError(t("wrong_task", name=shown_name(str(path)), kind=t("kind_image"),
                                    data=t(f"kind_{task}")))
             names.append(str(path))
-        elif str(value).lower().endswith(".zip") or "/" in str(value) or "\\" in str(value):
+        elif not str(value).startswith("hf:") and (str(value).lower().endswith(".zip") or "/" in str(value)
+                                                   or "\\" in str(value)):  # a Hub id names no file
             raise TlguiError(t("backbone_not_a_name"))
         else:
             names.append(value)

@@ -1,4 +1,4 @@
-"""Disk the server keeps bounded: runs by age and total size, the weights download cache by size.
+"""Disk the server keeps bounded: runs by age and total size, the weights download caches by size.
 
 Runs older than `TLGUI_RUN_MAX_AGE_HOURS`, then the oldest runs while all of them take more than
 `TLGUI_RUNS_MAX_GB`, are removed; a run that is queued or training never is. Each removal is
@@ -128,22 +128,41 @@ def sweep_uploads(root: Path, now: float | None = None) -> int:
 
 
 def sweep_weights_cache() -> None:
-    """Downloaded backbone weights beyond the budget go, least recently used first (they download again)."""
+    """Downloaded backbone weights beyond the budget go, least recently used first (they download again):
+    torchvision's checkpoints and the Hugging Face cache's model repositories, as one budget."""
     max_gb = _setting("TLGUI_WEIGHTS_CACHE_GB", PUBLIC_WEIGHTS_CACHE_GB)
     if max_gb is None:
         return
+    entries = sorted(_checkpoints() + _hub_repos(), key=lambda e: e[0])
+    total = sum(size for _, size, _ in entries)
+    for _, size, remove in entries:
+        if total <= max_gb * 1024**3:
+            break
+        total -= size
+        remove()
+
+
+def _checkpoints() -> list[tuple[float, int, Callable[[], None]]]:
+    """torchvision's downloaded weights: (last used, bytes, how to remove)."""
     import torch
 
     folder = Path(torch.hub.get_dir()) / "checkpoints"
     if not folder.is_dir():
-        return
-    files = sorted((p for p in folder.iterdir() if p.is_file()), key=lambda p: p.stat().st_atime)
-    total = sum(p.stat().st_size for p in files)
-    for p in files:
-        if total <= max_gb * 1024**3:
-            break
-        total -= p.stat().st_size
-        p.unlink(missing_ok=True)
+        return []
+    files = [(p, p.stat()) for p in folder.iterdir() if p.is_file()]
+    return [(st.st_atime, st.st_size, lambda p=p: p.unlink(missing_ok=True)) for p, st in files]
+
+
+def _hub_repos() -> list[tuple[float, int, Callable[[], None]]]:
+    """The Hugging Face cache's model repositories (`hf:` backbones): (last used, bytes, how to remove)."""
+    try:
+        from huggingface_hub import scan_cache_dir
+
+        repos = scan_cache_dir().repos
+    except Exception:  # no cache yet, or one being written: nothing to sweep this time
+        return []
+    return [(r.last_accessed, r.size_on_disk, lambda r=r: shutil.rmtree(r.repo_path, ignore_errors=True))
+            for r in repos if r.repo_type == "model"]
 
 
 def start_sweeper(root: Path, active: Callable[[str], bool]) -> threading.Thread:

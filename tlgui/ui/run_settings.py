@@ -37,6 +37,7 @@ FORMS = {
     "budget": (lambda v: v or None, lambda v: v),
     "class_weights": (lambda v: v or _DEFAULT.class_weights, str),
     "folds": (lambda v: int(v or 0), int),
+    "max_length": (lambda v: v or None, lambda v: v),  # empty (or 0): from the data; the engine checks the rest
 }
 
 

@@ -43,8 +43,10 @@ TEXT: dict[str, str] = {
     "kind_text": "texts",
     "reading": "Reading the dataset…",
     # model
-    "backbones_label": "Backbones (pick two or more to fuse them)",
-    "backbones_info": "Pretrained networks that turn each example into features; the list matches your data.",
+    "backbones_label": "Backbones (auto, or pick one; pick two or more to fuse them)",
+    "backbones_info": "Pretrained networks that turn each example into features; the list matches your data. "
+                      "auto tries every installed one, alone and the best few joined, and keeps the best.",
+    "backbone_auto": "auto: the best of the installed ones, alone or joined",
     "table_label": "Compare backbones (time is an estimate for this dataset on this machine)",
     "col_backbone": "backbone",
     "col_params": "params",
@@ -59,6 +61,8 @@ TEXT: dict[str, str] = {
     "estimate_unknown": "unknown",
     "fusion_label": "Fusion (how the backbones' features are combined)",
     "fusion_single": "One backbone: nothing to fuse. Pick two or more to combine them.",
+    "fusion_auto": "With **auto** backbones, each backbone is tried alone, then the best two, three… joined this way; "
+                   "the best on held-out data stays.",
     "fusion_concat": "**concat**: put the features side by side; simple and strong.",
     "fusion_mean": "**mean**: project each backbone's features to one width and average them.",
     "fusion_weighted": "**weighted**: like mean, but learns how much each backbone counts (shown in the results).",
@@ -72,13 +76,15 @@ TEXT: dict[str, str] = {
     "freeze_n": "**{n}**: the first {n} of {total} stages stay fixed (they see edges and textures that suit most "
                 "data); the later stages and the classifier train.",
     "freeze_auto_choice": "auto: best in the time I give it",
-    "freeze_auto": "**auto**: fits the classifier on the fixed pretrained features to convergence (seconds), then, "
-                   "if fine-tuning every layer from it (LP-FT) fits the time budget, does that too and keeps whichever "
+    "freeze_auto": "**auto**: fits the classifier on the fixed pretrained features to convergence (seconds; with "
+                   "auto backbones, for each one and the best few joined), then fine-tunes every layer from it (LP-FT) "
+                   "in the time the budget has left, with fewer epochs or pixels where that fits, and keeps whichever "
                    "scores better on validation.",
     "auto_budget_more": " With these settings fine-tuning would take about {time}: a time budget of {seconds} s or "
                         "more adds it to auto.",
     "auto_budget_fits": " With these settings fine-tuning (about {time}) fits the time budget: auto tries it.",
     "budget_label": "Time budget for auto (seconds; empty: 60 on a CPU, 600 on a GPU)",
+    "max_length_label": "Tokens kept per text (empty or 0: from the data, up to the encoder's limit)",
     "class_weights_label": "Class weights (for uneven classes)",
     "class_weights_auto": "auto (on at 3:1 or more)",
     "class_weights_on": "on",
@@ -148,6 +154,18 @@ TEXT: dict[str, str] = {
     "recipe_name_needed": "give the recipe a name (letters or digits) first",
     "recipe_gone": "that recipe is gone or damaged: save it again",
     "wrong_task": "{name} works on {kind}, but the dataset holds {data}: choose a backbone for {data}",
+    # model: from the Hugging Face Hub
+    "hub_title": "From the Hugging Face Hub",
+    "hub_id_label": "Model id (OWNER/NAME): a timm model, a transformers vision model, or a sentence-transformers "
+                    "model for texts",
+    "hub_check": "Check",
+    "hub_id_first": "type a model id first, for example facebook/dinov2-small",
+    "hub_too_big": "{name} has {params}M parameters, more than this server offers ({most}M at most): choose a "
+                   "smaller model",
+    "hub_ok": "**{name}** · {source} · {params} M parameters · input {size} · {stages} stages · {width} features · "
+              "weights in the cache. Added to the backbones (remove the others there to use it alone).",
+    "hub_recommended": "Recommended (time: one forward pass per input on 2 CPU cores, batch 16):",
+    "hub_table_head": "| model | for | params | input | CPU time | |",
     # train
     "train_btn": "Train",
     "stop_btn": "Stop",
@@ -170,6 +188,10 @@ TEXT: dict[str, str] = {
                            "no accuracy).",
     "status_folds": " {k}-fold cross-validation: {mean} ± {spread}.",
     "status_recipe": " {sentence}.",
+    "leaderboard_label": "What auto tried (accuracy on held-out data; the kept one is ticked)",
+    "col_candidate": "candidate",
+    "col_heldout": "accuracy",
+    "col_fit_s": "fit (s)",
     "status_stopped": "**Stopped** after epoch {ran}: the best model so far (epoch {best}) was kept.",
     "status_stopped_empty": "**Stopped** before the first epoch ended: no model was kept.",
     "status_error": "**Error:** {reason}",

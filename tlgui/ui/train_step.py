@@ -5,7 +5,9 @@ from __future__ import annotations
 import html
 
 import gradio as gr
+import pandas as pd
 
+from ..outputs.modelcard import candidate_name, describe
 from .jobs import Progress
 from .multigpu import gpu_count
 from .text import duration, percent, t
@@ -38,13 +40,12 @@ def status_line(p: Progress | None, limit: int) -> str:
             return fitted_line(p, m)
         if m.get("per_class"):
             line = t("status_finished", elapsed=duration(p.elapsed), accuracy=percent(m["accuracy"]),
-                 f1=f"{m['macro_f1']:.3f}", best=m.get("best_epoch", ran), ran=ran)
+                     f1=f"{m['macro_f1']:.3f}", best=m.get("best_epoch", ran), ran=ran)
+        else:
+            line = t("status_finished_noval", elapsed=duration(p.elapsed), ran=ran)
         if m.get("recipe"):  # auto kept its fine-tuning
-            from ..outputs.modelcard import describe
-
             line += t("status_recipe", sentence=describe(m["recipe"]))
         return line
-        return t("status_finished_noval", elapsed=duration(p.elapsed), ran=ran)
     if p.state == "stopped":
         more = t("status_stopped_more") if p.resumable_from else ""
         more += f" {p.warning}" if p.warning else ""  # the server's time limit stopped it
@@ -67,10 +68,21 @@ def fitted_line(p: Progress, m: dict) -> str:
     if m.get("folds"):
         line += t("status_folds", k=len(m["folds"]), mean=percent(m["folds_mean"]), spread=percent(m["folds_std"]))
     if m.get("recipe"):
-        from ..outputs.modelcard import describe
-
         line += t("status_recipe", sentence=describe(m["recipe"]))
     return line
+
+
+def leaderboard(p: Progress | None):
+    """The table under the status once auto has tried its candidates: each one's held-out accuracy
+    and fit time, the kept one ticked; hidden otherwise."""
+    recipe = (p.metrics.get("recipe") or {}) if p is not None and p.done and p.metrics else {}
+    rows = recipe.get("candidates") or []
+    if not rows:
+        return gr.Dataframe(value=None, visible=False)
+    table = pd.DataFrame([(("✔ " if r.get("chosen") else "") + candidate_name(r), percent(r["accuracy"] or 0.0),
+                           round(r["seconds"], 2)) for r in rows],
+                         columns=[t("col_candidate"), f"{t('col_heldout')} ({recipe['by']})", t("col_fit_s")])
+    return gr.Dataframe(value=table, visible=True)
 
 
 def can_resume(p: Progress | None) -> bool:
@@ -117,6 +129,8 @@ def build(page, ctx) -> None:
     gpus = gpu_count()  # offered where the server has more than one
     page.all_gpus = gr.Checkbox(False, label=t("all_gpus", n=gpus), visible=gpus > 1, elem_id="all-gpus")
     page.status = gr.Markdown(t("status_idle"), elem_id="status", container=True)
+    page.leaderboard = gr.Dataframe(None, label=t("leaderboard_label"), interactive=False, visible=False,
+                                    elem_id="leaderboard", max_height=260)
     page.progress = gr.HTML("", elem_id="progress")
     page.loss_plot = gr.Plot(None, label=t("loss_label"), elem_id="loss-plot")
     page.timer = gr.Timer(POLL_SECONDS, active=False)

@@ -1,7 +1,8 @@
 """Backbones: the pretrained networks a classifier stands on, one file per family.
 
 `base.py` holds what every backbone answers, `registry.py` the families and the lookup by name;
-`efficientnet_lite.py`, `torchvision.py`, `text.py` and `encoder.py` are the families.
+`efficientnet_lite.py`, `torchvision.py`, `text.py`, `encoder.py` and `hub.py` (any model of the
+Hugging Face Hub, `hf:OWNER/NAME`) are the families.
 """
 
 from .base import IMAGENET_MEAN, IMAGENET_STD, BackboneInfo, Family, FeatureExtractor, ImageBackbone

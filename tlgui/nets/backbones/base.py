@@ -33,6 +33,10 @@ class FeatureExtractor(nn.Module):
 
     task = "image"
     family: str | None = None  # set by the registry that built it; recorded in the bundle
+    # `core`, the part of the network an ONNX file can hold, run by onnxruntime instead of PyTorch while
+    # frozen features are computed on a CPU (`training/onnx_features.py` sets it, then clears it)
+    runtime: Callable[..., torch.Tensor] | None = None
+    exporter = "torchscript"  # how `core` exports: torch.onnx's tracing exporter (fast) or "dynamo"
 
     def __init__(self, name: str, body: nn.Module, out_dim: int, stages: list[list[nn.Module]] | None = None):
         super().__init__()
@@ -67,7 +71,7 @@ class FeatureExtractor(nn.Module):
     def fully_frozen(self) -> bool:
         return not any(p.requires_grad for p in self.parameters())
 
-    def fit_text(self, texts: list[str], max_length: int) -> None:
+    def fit_text(self, texts: list[str], max_length: int | None) -> None:
         """Called with the training texts before training (text backbones set their tokens kept
         per text and, where they have one, their vocabulary); nothing to do for pictures."""
 
@@ -84,9 +88,24 @@ class FeatureExtractor(nn.Module):
         """Extra files the bundle must carry (a vocabulary, a tokenizer)."""
         return {}
 
+    def core(self, *tensors: torch.Tensor) -> torch.Tensor:
+        """Features from tensors alone (no resizing, no tokenising): what an ONNX export holds."""
+        raise NotImplementedError
+
+    def core_example(self) -> tuple[tuple[torch.Tensor, ...], list[dict[int, str]]] | None:
+        """Inputs to export `core` with and each one's dynamic axes; None where it has no core."""
+        return None
+
+    def run_core(self, *tensors: torch.Tensor) -> torch.Tensor:
+        if self.runtime is not None and not torch.is_grad_enabled():
+            return self.runtime(*tensors)
+        return self.core(*tensors)
+
 
 class ImageBackbone(FeatureExtractor):
     """Takes RGB batches scaled to [0, 1]; resizes and normalises them its own way."""
+
+    interpolation = "bilinear"  # how pictures reach `input_size` (a Hub model's data config may ask for bicubic)
 
     def __init__(self, name, body, out_dim, mean, std, input_size: int):
         super().__init__(name, body, out_dim)
@@ -101,8 +120,15 @@ class ImageBackbone(FeatureExtractor):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s = self.input_size
         if x.shape[-1] != s or x.shape[-2] != s:
-            x = F.interpolate(x, size=(s, s), mode="bilinear", align_corners=False, antialias=x.shape[-1] > s)
+            x = F.interpolate(x, size=(s, s), mode=self.interpolation, align_corners=False,
+                              antialias=x.shape[-1] > s)
+        return self.run_core(x)
+
+    def core(self, x: torch.Tensor) -> torch.Tensor:
         return self.body((x - self.mean) / self.std).flatten(1)
+
+    def core_example(self):
+        return (torch.rand(2, 3, self.input_size, self.input_size),), [{0: "batch"}]
 
 
 @dataclass

@@ -180,7 +180,7 @@ def load_encoder(path: str | Path, pretrained: bool = True) -> EncoderBackbone:
 
 def is_own_encoder(name: str) -> bool:
     """Whether a backbone name is the path of an encoder.zip (the listed backbones have plain names)."""
-    return str(name).endswith(".zip")
+    return str(name).endswith(".zip") and not str(name).startswith("hf:")  # a Hub id may end in .zip too
 
 
 def encoder_info(path: str | Path) -> BackboneInfo:

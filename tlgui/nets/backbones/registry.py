@@ -8,7 +8,7 @@ rebuilt by that family.
 from __future__ import annotations
 
 from ...errors import TlguiError
-from . import efficientnet_lite, encoder, text, torchvision
+from . import efficientnet_lite, encoder, hub, text, torchvision
 from .base import BackboneInfo, Family, FeatureExtractor, ImageBackbone, Reader
 
 # by name, in the order the list shows them (after those usable offline first, pictures before texts)
@@ -16,6 +16,7 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
     efficientnet_lite.FAMILY,
     text.FAMILY,
     torchvision.FAMILY,
+    hub.FAMILY,  # before own encoders: an `hf:` name is never read as a file's path
     encoder.FAMILY,
 )}
 
@@ -54,6 +55,8 @@ def build_backbone(name: str, pretrained: bool = True, image_size: int | None = 
     module = info.build(pretrained)
     if not isinstance(module, FeatureExtractor):
         module = ImageBackbone(name, module, info.feature_dim, info.mean, info.std, image_size or info.input_size)
+    elif image_size and hasattr(module, "run_at"):  # a Hub model: built at its own size, run at the one asked for
+        module.run_at(image_size)
     module.family = info.family
     return module
 

