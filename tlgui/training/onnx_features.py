@@ -1,11 +1,12 @@
-"""Frozen features through onnxruntime on a CPU: 2-4x PyTorch's eager speed for the same network.
+"""Frozen features through onnxruntime on a CPU: 1.6-4x PyTorch's eager speed for the same network.
 
 While a run computes frozen features, each backbone's `core` (the network from tensors to
 features, `nets/backbones/base.py`) is exported to ONNX once per weights and input size, kept in
 `~/.cache/tlgui/onnx/` (TLGUI_ONNX_DIR moves it; the KEEP most recently used stay) for the next
-run, and run by an onnxruntime session with the run's threads. Its first batch is also run by PyTorch: where the two differ beyond TOLERANCE, or the
-export or the session fails, that backbone stays with PyTorch for the run and one note says so.
-A GPU keeps PyTorch (with mixed precision). TLGUI_ONNX=0 turns it off.
+run, and run by an onnxruntime session with the run's threads. The first inputs of its first
+batch also go through PyTorch: where the two differ beyond TOLERANCE, or the export or the
+session fails, that backbone stays with PyTorch for the run and one note says so. A GPU keeps
+PyTorch (with mixed precision). TLGUI_ONNX=0 turns it off.
 """
 
 from __future__ import annotations
