@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -67,24 +68,39 @@ def own_feature_cache(tmp_path_factory):
         yield
 
 
+@contextlib.contextmanager
+def running_app(base: Path, **env):
+    """`python app.py` whose runs, uploads, temporary files and features stay in folders under `base`;
+    `env` is set on top (None removes a variable). Yields (its URL, those folders, the process)."""
+    dirs = {name: base / name for name in ("runs", "gradio", "tmp", "features")}
+    for d in dirs.values():
+        d.mkdir()
+    full = {**os.environ, "TLGUI_RUNS_DIR": str(dirs["runs"]), "GRADIO_TEMP_DIR": str(dirs["gradio"]),
+            "TMPDIR": str(dirs["tmp"]), "TLGUI_CACHE_DIR": str(dirs["features"]), "TLGUI_MAX_JOBS": "1",
+            "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONUNBUFFERED": "1"}
+    for key, value in env.items():
+        if value is None:
+            full.pop(key, None)
+        else:
+            full[key] = value
+    proc, url = start_app(full, base / "app.log")
+    try:
+        yield url, dirs, proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 @pytest.fixture(scope="session")
 def app_server(tmp_path_factory):
     """`python app.py` on a free port; runs, uploads and temporary files stay in the test's folder."""
     base = tmp_path_factory.mktemp("app")
-    dirs = {name: base / name for name in ("runs", "gradio", "tmp", "features")}
-    for d in dirs.values():
-        d.mkdir()
-    env = {**os.environ, "TLGUI_RUNS_DIR": str(dirs["runs"]), "GRADIO_TEMP_DIR": str(dirs["gradio"]),
-           "TMPDIR": str(dirs["tmp"]), "TLGUI_CACHE_DIR": str(dirs["features"]), "TLGUI_MAX_JOBS": "1",
-           "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONUNBUFFERED": "1"}
-    proc, url = start_app(env, base / "app.log")
-    yield {"url": url, "runs": dirs["runs"], "log": base / "app.log"}
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    with running_app(base) as (url, dirs, _):
+        yield {"url": url, "runs": dirs["runs"], "log": base / "app.log"}
 
 
 @pytest.fixture(scope="session")

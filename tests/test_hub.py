@@ -21,7 +21,7 @@ import httpx2
 import pytest
 import realdata
 import torch
-from conftest import ROOT, start_app
+from conftest import ROOT, running_app
 
 from tlgui.data import read_dataset
 from tlgui.errors import TlguiError
@@ -410,22 +410,8 @@ def test_the_weights_cache_keeps_its_budget(tmp_path, monkeypatch):
 # -- the page --------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def hub_app(hub_home, tmp_path_factory):
-    base = tmp_path_factory.mktemp("hub-app")
-    dirs = {name: base / name for name in ("runs", "gradio", "tmp", "features")}
-    for d in dirs.values():
-        d.mkdir()
-    env = {**os.environ, "TLGUI_RUNS_DIR": str(dirs["runs"]), "GRADIO_TEMP_DIR": str(dirs["gradio"]),
-           "TMPDIR": str(dirs["tmp"]), "TLGUI_CACHE_DIR": str(dirs["features"]), "TLGUI_MAX_JOBS": "1",
-           "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONUNBUFFERED": "1", "HF_HOME": str(hub_home),
-           "HF_HUB_OFFLINE": "1"}
-    proc, url = start_app(env, base / "app.log")
-    yield url
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    with running_app(tmp_path_factory.mktemp("hub-app"), HF_HOME=str(hub_home), HF_HUB_OFFLINE="1") as (url, _, _):
+        yield url
 
 
 def test_the_page_checks_an_id_trains_on_it_and_the_bundle_predicts_with_an_empty_cache(hub_app, tmp_path, hub_home):

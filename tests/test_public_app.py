@@ -7,8 +7,6 @@ its public limits say no in a sentence.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import time
 import urllib.error
 import urllib.parse
@@ -21,7 +19,7 @@ from gradio_client import Client, handle_file
 from playwright.sync_api import expect
 
 import hostile_files as hostile
-from conftest import ROOT, start_app
+from conftest import ROOT, running_app
 from test_app_browser import small_settings
 
 RUN_S = 300
@@ -30,22 +28,8 @@ RUN_S = 300
 @pytest.fixture(scope="module")
 def public_server(tmp_path_factory):
     """`python app.py` as a public Space would run it (`SPACE_ID` set), in the test's own folders."""
-    base = tmp_path_factory.mktemp("public")
-    dirs = {name: base / name for name in ("runs", "gradio", "tmp", "features")}
-    for d in dirs.values():
-        d.mkdir()
-    env = {**os.environ, "SPACE_ID": "tests/tlgui", "TLGUI_RUNS_DIR": str(dirs["runs"]),
-           "GRADIO_TEMP_DIR": str(dirs["gradio"]), "TMPDIR": str(dirs["tmp"]), "TLGUI_CACHE_DIR": str(dirs["features"]),
-           "TLGUI_MAX_JOBS": "1", "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONUNBUFFERED": "1"}
-    env.pop("TLGUI_PUBLIC", None)
-    proc, url = start_app(env, base / "app.log")
-    yield {"url": url, "pid": proc.pid, **dirs}
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    with running_app(tmp_path_factory.mktemp("public"), SPACE_ID="tests/tlgui", TLGUI_PUBLIC=None) as (url, dirs, proc):
+        yield {"url": url, "pid": proc.pid, **dirs}
 
 
 def client(server, tmp_path, name: str) -> Client:

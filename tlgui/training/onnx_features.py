@@ -125,8 +125,9 @@ def warm(names: list[str]) -> None:
     """Export these backbones (at their own input sizes) where no file is kept yet. A server does it
     in the background as it starts, so that its first run finds them; a failure waits for that run."""
     from ..nets.backbones import build_backbone
+    from .device import pick_device
 
-    if os.environ.get("TLGUI_ONNX", "1") == "0":
+    if not wanted(pick_device("auto")):  # a GPU server's runs keep PyTorch: nothing to export
         return
     for name in names:
         try:
